@@ -1,0 +1,137 @@
+"""Load, merge and validate configs: schema defaults <- YAML file <- dot-list overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import ConfigError
+from .schema import MusicConfig
+
+T = TypeVar("T")
+
+
+def _explain(exc: OmegaConfBaseException, origin: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # OmegaConf words unknown keys as "Key 'x' not in 'SynthConfig'"; say it the user's way.
+    if type(exc).__name__ == "ConfigKeyError" and "not in" in first:
+        hint = re.search(r"Did you mean: '([^']+)'", first)
+        parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        msg = f"unknown config key '{key}'" + (f" (did you mean '{parent}{hint.group(1)}'?)" if hint else "")
+    elif type(exc).__name__ == "MissingMandatoryValue":
+        msg = f"config key '{key}' is required but has no value"
+    else:
+        msg = f"bad value for config key '{key}': {first}"
+    return ConfigError(f"{origin}: {msg}")
+
+
+def load_yaml(path: str | os.PathLike) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError carries the line in its message
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MusicConfig:
+    """The resolved, validated config. Unknown keys and wrong types raise ConfigError naming the
+    key and where it came from (the file, or the command-line override)."""
+    merged = OmegaConf.structured(MusicConfig)
+    if path is not None:
+        try:
+            merged = OmegaConf.merge(merged, load_yaml(path))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, str(path)) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. synth.turns=3)")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, f"override {item!r}") from None
+    try:
+        cfg: MusicConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, str(path) if path else "config") from None
+    check_semantics(cfg)
+    return cfg
+
+
+def check_semantics(cfg: MusicConfig) -> None:
+    """Cross-field rules that types alone cannot express."""
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}': {msg}")
+
+    for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge"):
+        name = getattr(cfg.roles, role)
+        if name is not None:
+            need(name in cfg.models, f"roles.{role}",
+                 f"endpoint {name!r} is not defined under models (defined: {sorted(cfg.models)})")
+    for name, ep in cfg.models.items():
+        need(ep.concurrency >= 1, f"models.{name}.concurrency", "must be at least 1")
+        need(ep.max_retries >= 0, f"models.{name}.max_retries", "must be >= 0")
+        need(ep.timeout_s > 0, f"models.{name}.timeout_s", "must be > 0")
+        need(ep.max_tokens >= 1, f"models.{name}.max_tokens", "must be at least 1")
+        for k in ("rpm", "tpm"):
+            v = getattr(ep, k)
+            need(v is None or v > 0, f"models.{name}.{k}", "must be > 0 when set")
+    need(cfg.synth.turns >= 1, "synth.turns", "must be at least 1")
+    need(cfg.synth.contrast_from_turn >= 1, "synth.contrast_from_turn", "must be at least 1")
+    need(cfg.seeds.min_context_turns <= cfg.seeds.max_context_turns, "seeds.min_context_turns",
+         "must not exceed seeds.max_context_turns")
+    if cfg.synth.shard is not None:
+        parse_shard(cfg.synth.shard)
+    need(0.0 <= cfg.mix.eval_fraction < 1.0, "mix.eval_fraction", "must be in [0, 1)")
+    r = cfg.mix.synthetic_ratio
+    need(r is None or 0.0 <= r <= 1.0, "mix.synthetic_ratio", "must be in [0, 1]")
+    need(cfg.train.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32")
+    need(cfg.train.scheduler in ("cosine", "linear", "constant"), "train.scheduler", "must be cosine, linear or constant")
+    need(cfg.train.attention in ("auto", "sdpa", "flex", "eager"), "train.attention", "must be auto, sdpa, flex or eager")
+    need(cfg.train.batch_size >= 1, "train.batch_size", "must be at least 1")
+    need(cfg.train.max_length >= 16, "train.max_length", "must be at least 16")
+    need(all(n >= 1 for n in cfg.eval.bon.n) and cfg.eval.bon.n, "eval.bon.n", "must be a non-empty list of N >= 1")
+    need(cfg.eval.bon.turns >= 1, "eval.bon.turns", "must be at least 1")
+    unknown_stages = set(cfg.run.stages) - {"synth", "mix", "train", "eval"}
+    need(not unknown_stages, "run.stages", f"unknown stages {sorted(unknown_stages)} (known: synth, mix, train, eval)")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"config key 'synth.shard': {spec!r} is not of the form i/n (e.g. 0/4)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"config key 'synth.shard': {spec!r} needs 0 <= i < n")
+    return i, n
+
+
+def to_yaml(cfg: MusicConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def options(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
+    """Validate a component's free-form options dict against its own dataclass; errors name
+    ``key.option`` so the user knows where to look."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (known: {sorted(names)})")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(values))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, "config").__class__(f"bad value under '{key}': {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,218 @@
+"""The contracts every component kind implements. Plugins subclass these; the registry checks
+that what a plugin registers is one. Nothing here imports torch or a provider SDK.
+
+Every component is constructed the same way, ``Component(options, ctx)``: ``options`` is the
+component's own dict from the config (``synth.strategy_options``, ``train.head_options``, ...),
+validated by the component itself (``music_core.config.options`` helps), and ``ctx`` is the
+:class:`music_core.context.RunContext` of the run (config, registry, endpoints by role).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from .data import Conversation, Message, PreferencePair
+
+if TYPE_CHECKING:
+    from .config.schema import DataSourceConfig, TrainConfig
+    from .context import RunContext
+    from .llm.executor import Endpoint
+
+
+class Component(ABC):
+    """Base of every registered component: a ``name`` and the uniform constructor."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: dict[str, Any] | None = None, ctx: RunContext | None = None):
+        self.options = dict(options or {})
+        self.ctx = ctx
+
+
+# ---- synthesis ------------------------------------------------------------------------------
+
+@dataclass
+class SimulatedTurn:
+    """A simulator's output. ``ended`` is the user simulator's end-of-conversation signal;
+    ``attempts`` counts tries until the text passed validation (1 = first try)."""
+
+    text: str
+    ended: bool = False
+    attempts: int = 1
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class UserSimulator(Component):
+    """Writes the user's next turn from a conversation that ends with an assistant turn."""
+
+    @abstractmethod
+    async def next_turn(self, history: list[Message], llm: Endpoint) -> SimulatedTurn: ...
+
+
+class AssistantSimulator(Component):
+    """Answers the last user turn. ``guidance`` is an extra instruction from a contrast
+    strategy (the paper's "answer the modified instruction well, not the original")."""
+
+    @abstractmethod
+    async def respond(self, history: list[Message], llm: Endpoint, guidance: str | None = None) -> SimulatedTurn: ...
+
+
+@dataclass
+class ContrastRequest:
+    """One rejected-branch turn to contrast: the branch's history before the user turn, the
+    original instruction ``u_t``, and the tools to answer with."""
+
+    history: list[Message]
+    instruction: str
+    turn: int
+    assistant: AssistantSimulator
+    assistant_llm: Endpoint
+    rewrite_llm: Endpoint
+    rng: random.Random
+
+
+@dataclass
+class ContrastOutcome:
+    """The rejected answer; ``modified_instruction`` is ``u'_t`` (None when the strategy changes
+    the context instead of the words), kept in provenance only."""
+
+    answer: str
+    modified_instruction: str | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ContrastError(Exception):
+    """A strategy could not produce a usable contrast after its retries; the pair becomes an
+    error row, never a training pair."""
+
+
+class ContrastStrategy(Component):
+    """Produces the rejected branch's answer to one user turn."""
+
+    @abstractmethod
+    async def contrast(self, request: ContrastRequest) -> ContrastOutcome: ...
+
+
+class SeedSource(Component):
+    """Loads conversations (seeds, Best-of-N prompts) and/or preference pairs (original data)."""
+
+    provides: ClassVar[tuple[str, ...]] = ("conversations",)
+
+    def load_conversations(self, cfg: DataSourceConfig) -> list[Conversation]:
+        raise NotImplementedError(f"seed source {self.name!r} provides no conversations")
+
+    def load_pairs(self, cfg: DataSourceConfig) -> list[PreferencePair]:
+        raise NotImplementedError(f"seed source {self.name!r} provides no preference pairs")
+
+
+@dataclass
+class FilterVerdict:
+    keep: bool
+    reason: str = ""
+
+
+class PairFilter(Component):
+    """Decides whether a synthesized pair is written (e.g. a judge must prefer chosen)."""
+
+    @abstractmethod
+    async def keep(self, pair: PreferencePair) -> FilterVerdict: ...
+
+
+# ---- training -------------------------------------------------------------------------------
+
+@dataclass
+class SequenceSpans:
+    """Where each sequence lies in a flat ``[tokens, hidden]`` tensor (packed, or a padded batch
+    flattened): ``starts``/``ends`` (exclusive) and the last token of each assistant turn."""
+
+    starts: list[int]
+    ends: list[int]
+    turn_ends: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+class RewardHead(Component):
+    """Maps a backbone's hidden states to one scalar reward per sequence.
+
+    ``native_export`` heads save as the backbone's own ``*ForSequenceClassification`` (scored
+    by plain transformers); others save with remote code (``trust_remote_code=True``).
+    """
+
+    native_export: ClassVar[bool] = False
+    pooling: ClassVar[str] = ""
+
+    @abstractmethod
+    def build(self, hidden_size: int) -> Any:
+        """Return the trainable ``torch.nn.Module`` of the head."""
+
+    @abstractmethod
+    def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
+        """Rewards ``[len(spans)]`` (float32) from ``hidden`` ``[tokens, hidden_size]``."""
+
+
+@dataclass
+class TrainResult:
+    model_dir: str
+    metrics: dict[str, Any]
+
+
+class RewardScorer(ABC):
+    """A trained reward model: conversations in, one scalar each out."""
+
+    @abstractmethod
+    def score(self, conversations: list[list[Message]]) -> list[float]: ...
+
+
+class Trainer(Component):
+    """Trains a reward model from pairs and loads what it saved for scoring."""
+
+    @abstractmethod
+    def train(self, cfg: TrainConfig) -> TrainResult: ...
+
+    @abstractmethod
+    def load_scorer(self, model_dir: str) -> RewardScorer: ...
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+@dataclass
+class Verdict:
+    """A judge's decision between conversations shown as A (first) and B (second)."""
+
+    winner: Literal["A", "B", "tie"]
+    reasons: str = ""
+    raw: str = ""
+
+
+class Judge(Component):
+    """Compares two whole conversations that share a prefix. The core runs it in both orders
+    (:func:`music_core.judging.judge_both_orders`); a disagreement is a tie."""
+
+    @abstractmethod
+    async def compare(self, first: list[Message], second: list[Message], llm: Endpoint,
+                      prefix_len: int = 0) -> Verdict: ...
+
+
+@dataclass
+class EvalReport:
+    """An evaluator's results: JSON-able ``results``, a Markdown section, and figure paths."""
+
+    evaluator: str
+    results: dict[str, Any]
+    markdown: str
+    figures: list[str] = field(default_factory=list)
+
+
+class Evaluator(Component):
+    """Evaluates reward models (name -> RM folder). ``command`` is its ``music eval`` name."""
+
+    command: ClassVar[str] = ""
+
+    @abstractmethod
+    def run(self, reward_models: dict[str, str]) -> EvalReport: ...

@@ -1,0 +1,213 @@
+"""Readers for the public preference and conversation formats, and ``datasets`` conversion.
+
+Formats:
+- ``skywork`` / ``trl``: ``{"chosen": [messages], "rejected": [messages], ...}``; TRL's
+  explicit-prompt variant ``{"prompt": [...], "chosen": [...], "rejected": [...]}`` too.
+- ``sharegpt``: ``{"conversations": [{"from": "human"|"gpt"|"system", "value": str}]}``, with
+  optional ``chosen``/``rejected`` final answers (the pairwise ShareGPT layout).
+- ``messages``: ``{"id"?, "messages": [...]}`` plain conversations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .data import Conversation, Message, PreferencePair, content_hash, conversation_errors
+from .errors import MusicError, RecordError
+from .jsonl import iter_json_lines
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[str, int | None, Any]]:
+    """Yield ``(file, line, record)`` from a local JSONL/JSON/Parquet file, a folder of them, or a
+    Hugging Face hub id (through ``datasets``). Line numbers exist for JSONL only."""
+    path = Path(os.path.expanduser(path_or_id))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
+        if not files:
+            raise RecordError(str(path), None, f"folder holds no {'/'.join(LOCAL_SUFFIXES)} files")
+        for f in files:
+            yield from iter_raw_records(str(f), split)
+        return
+    if path.suffix == ".jsonl" or (path.exists() and path.suffix not in (".json", ".parquet")):
+        for lineno, obj in iter_json_lines(path):
+            yield str(path), lineno, obj
+        return
+    if path.exists():
+        import json
+
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise RecordError(str(path), exc.lineno, f"invalid JSON ({exc.msg})") from None
+            rows = data if isinstance(data, list) else data.get("data", data.get(split, None))
+            if not isinstance(rows, list):
+                raise RecordError(str(path), None, "expected a JSON list of records")
+            for i, row in enumerate(rows):
+                yield f"{path}[{i}]", None, row
+            return
+        import datasets
+
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        for i, row in enumerate(ds):
+            yield f"{path}[{i}]", None, row
+        return
+    if path.suffix in LOCAL_SUFFIXES or path_or_id.startswith((".", "/", "~")):
+        raise RecordError(str(path), None, "file not found")
+    yield from _iter_hub(path_or_id, split)
+
+
+def _iter_hub(hub_id: str, split: str) -> Iterator[tuple[str, int | None, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as exc:  # offline, unknown id, gated: say which and how to fix it
+        raise MusicError(
+            f"could not load dataset {hub_id!r} (split {split!r}) from the hub: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. Offline? Pass a local file or folder path instead."
+        ) from None
+    for i, row in enumerate(ds):
+        yield f"{hub_id}[{split}][{i}]", None, row
+
+
+def _clean_messages(raw: Any) -> list[Message]:
+    if not isinstance(raw, list):
+        raise ValueError("messages must be a list")
+    out: list[Message] = []
+    for m in raw:
+        if not isinstance(m, dict):
+            raise ValueError("a message is not an object")
+        out.append({"role": m.get("role"), "content": m.get("content")})  # drop extra keys (names, tool ids)
+    return out
+
+
+def pair_from_record(record: Any, fmt: str = "auto", source: str = "original") -> PreferencePair:
+    """Normalise one record of a known preference format; ValueError names what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError("record is not a JSON object")
+    if fmt == "auto":
+        fmt = "sharegpt" if "conversations" in record else "trl"
+    if fmt == "music":
+        return PreferencePair.from_dict(record)
+    if fmt in ("skywork", "trl"):
+        if "chosen" not in record or "rejected" not in record:
+            raise ValueError("missing 'chosen' or 'rejected'")
+        chosen, rejected = _clean_messages(record["chosen"]), _clean_messages(record["rejected"])
+        if "prompt" in record and record["prompt"]:  # TRL explicit prompt
+            prompt = record["prompt"]
+            prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _clean_messages(prompt)
+            chosen, rejected = prompt + chosen, prompt + rejected
+    elif fmt == "sharegpt":
+        turns = [_sharegpt_message(t) for t in record.get("conversations") or []]
+        if "chosen" not in record or "rejected" not in record:
+            raise ValueError("ShareGPT pair needs 'chosen' and 'rejected' final answers")
+        chosen = turns + [_sharegpt_message(record["chosen"], default_role="assistant")]
+        rejected = turns + [_sharegpt_message(record["rejected"], default_role="assistant")]
+    else:
+        raise ValueError(f"unknown preference format {fmt!r} (known: auto, music, skywork, trl, sharegpt)")
+    meta = dict(record.get("meta") or {})
+    pair = PreferencePair(
+        id=str(record.get("id") or content_hash(chosen, rejected)),
+        chosen=chosen, rejected=rejected,
+        source=str(record.get("source") or source), meta=meta,
+    )
+    errs = pair.errors()
+    if errs:
+        raise ValueError("; ".join(errs))
+    return pair
+
+
+def _sharegpt_message(turn: Any, default_role: str | None = None) -> Message:
+    if isinstance(turn, str) and default_role:
+        return {"role": default_role, "content": turn}  # type: ignore[typeddict-item]
+    if not isinstance(turn, dict):
+        raise ValueError("a ShareGPT turn is not an object")
+    who = str(turn.get("from", turn.get("role", default_role or ""))).lower()
+    if who not in SHAREGPT_ROLES:
+        raise ValueError(f"unknown ShareGPT speaker {who!r}")
+    return {"role": SHAREGPT_ROLES[who], "content": turn.get("value", turn.get("content"))}  # type: ignore[typeddict-item]
+
+
+def conversation_from_record(record: Any, fmt: str = "auto", source: str = "seed") -> Conversation:
+    """A conversation from a seed record: plain messages, ShareGPT, or a preference pair (its
+    chosen side, which is what the paper's seeds are cut from)."""
+    if not isinstance(record, dict):
+        raise ValueError("record is not a JSON object")
+    if fmt == "auto":
+        fmt = ("messages" if "messages" in record else "sharegpt" if "conversations" in record
+               else "skywork" if "chosen" in record else "")
+        if not fmt:
+            raise ValueError("cannot tell the format: expected 'messages', 'conversations' or 'chosen'")
+    if fmt == "messages":
+        messages = _clean_messages(record.get("messages"))
+    elif fmt == "sharegpt":
+        messages = [_sharegpt_message(t) for t in record.get("conversations") or []]
+    elif fmt in ("skywork", "trl", "music"):
+        messages = pair_from_record(record, "trl").chosen
+    else:
+        raise ValueError(f"unknown conversation format {fmt!r} (known: auto, messages, sharegpt, skywork, trl)")
+    errs = conversation_errors(messages)
+    if errs:
+        raise ValueError("; ".join(errs))
+    return Conversation(id=str(record.get("id") or content_hash(messages)), messages=messages,
+                        source=str(record.get("source") or source), meta=dict(record.get("meta") or {}))
+
+
+def load_pairs(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "original") -> list[PreferencePair]:
+    """All pairs of a file, folder or hub dataset; the first bad record raises RecordError."""
+    pairs = []
+    for where, line, rec in iter_raw_records(path_or_id, split):
+        try:
+            pairs.append(pair_from_record(rec, fmt, source))
+        except ValueError as exc:
+            raise RecordError(where, line, str(exc)) from None
+    return pairs
+
+
+def load_conversations(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "seed") -> list[Conversation]:
+    convs = []
+    for where, line, rec in iter_raw_records(path_or_id, split):
+        try:
+            convs.append(conversation_from_record(rec, fmt, source))
+        except ValueError as exc:
+            raise RecordError(where, line, str(exc)) from None
+    return convs
+
+
+def pairs_to_dataset(pairs: list[PreferencePair]):
+    """A ``datasets.Dataset`` with TRL's conversational preference columns (plus id/source/meta
+    as a JSON string, since per-record meta schemas differ)."""
+    import json
+
+    import datasets
+
+    return datasets.Dataset.from_dict({
+        "id": [p.id for p in pairs],
+        "chosen": [p.chosen for p in pairs],
+        "rejected": [p.rejected for p in pairs],
+        "source": [p.source for p in pairs],
+        "meta": [json.dumps(p.meta, ensure_ascii=False) for p in pairs],
+    })
+
+
+def dataset_to_pairs(ds) -> list[PreferencePair]:
+    import json
+
+    pairs = []
+    for i, row in enumerate(ds):
+        row = dict(row)
+        if isinstance(row.get("meta"), str):
+            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+        try:
+            pairs.append(pair_from_record(row, "trl", row.get("source") or "dataset"))
+        except ValueError as exc:
+            raise RecordError(f"dataset[{i}]", None, str(exc)) from None
+    return pairs

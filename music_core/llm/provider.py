@@ -1,0 +1,52 @@
+"""The contract every chat provider plugin implements."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from .errors import AuthError
+from .types import Completion, ProviderCall
+
+if TYPE_CHECKING:
+    from ..config.schema import EndpointConfig
+
+
+class ChatProvider(ABC):
+    """Turns a :class:`ProviderCall` into completions, raising the typed errors of
+    :mod:`music_core.llm.errors`. Import the SDK inside methods, never at module level, so
+    that ``music --help`` stays fast. Disable the SDK's own retries: the execution layer
+    retries, so that backoff, rate limits and wire counts are all in one place.
+
+    Subclasses set ``name`` and, when the API can return several samples in one call,
+    ``supports_n = True``.
+    """
+
+    name: ClassVar[str] = ""
+    supports_n: ClassVar[bool] = False
+    default_api_key_env: ClassVar[str | None] = None
+    requires_api_key: ClassVar[bool] = True
+
+    def __init__(self, endpoint: EndpointConfig):
+        self.endpoint = endpoint
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable the endpoint names (or the provider's usual
+        one). Keys are never read from config files, so they never reach logs or caches."""
+        var = self.endpoint.api_key_env or self.default_api_key_env
+        key = os.environ.get(var) if var else None
+        if not key and self.requires_api_key and var:
+            raise AuthError(f"{self.name}: environment variable {var} is not set (endpoint model {self.endpoint.model!r})")
+        return key
+
+    @abstractmethod
+    async def generate(self, call: ProviderCall) -> list[Completion]:
+        """Return exactly ``call.n`` completions (raise EmptyResponseError rather than fewer)."""
+
+    def count_tokens(self, text: str) -> int:
+        """A cheap estimate for token budgets (about four characters a token)."""
+        return max(1, len(text) // 4)
+
+    async def aclose(self) -> None:
+        """Release clients and threads."""

@@ -1,0 +1,76 @@
+"""Provider-neutral chat types: what goes to a provider and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data import Message
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Resolved sampling parameters of one wire call (endpoint defaults already applied)."""
+
+    temperature: float
+    max_tokens: int
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def as_key(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+                "stop": list(self.stop), "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """One call a provider must make: ``n`` samples of ``messages``. ``sample_indices`` say which
+    samples these are, so that a provider with a seed can make sample i reproducible."""
+
+    messages: tuple[Message, ...]
+    params: SamplingParams
+    sample_indices: tuple[int, ...] = (0,)
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_indices)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)  # this sample's share of the call's usage
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], cached: bool = True) -> Completion:
+        return cls(d["text"], d.get("finish_reason", "stop"),
+                   Usage(d.get("prompt_tokens", 0), d.get("completion_tokens", 0)), cached)
+
+
+def split_usage(total: Usage, n: int) -> list[Usage]:
+    """Share a multi-sample call's usage among its samples: the prompt is paid once, so it goes
+    to the first; completions are split evenly (remainder to the first)."""
+    if n <= 1:
+        return [total]
+    each, rest = divmod(total.completion_tokens, n)
+    return [Usage(total.prompt_tokens if i == 0 else 0, each + (rest if i == 0 else 0)) for i in range(n)]

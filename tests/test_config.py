@@ -1,0 +1,80 @@
+"""Config loading: every shipped config validates; bad keys and values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO
+
+from music_core.cli import cli
+from music_core.config import load_config
+from music_core.errors import ConfigError
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"default.yaml", "paper.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_says_how_to_run_it(path: Path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and ("music " in first or "accelerate " in first), first
+    if path.name.startswith(("accelerate", "deepspeed", "fsdp")):
+        pytest.skip("an accelerate launcher config, not a music config")
+    load_config(path)
+
+
+def test_default_yaml_equals_schema_defaults():
+    assert load_config(REPO / "configs" / "default.yaml") == load_config(None)
+
+
+def test_overrides_apply():
+    cfg = load_config(None, ["synth.turns=4", "models.local.temperature=0.5", "roles.judge=local"])
+    assert cfg.synth.turns == 4 and cfg.models["local"].temperature == 0.5
+
+
+def test_new_endpoint_from_overrides_swaps_a_role():
+    cfg = load_config(None, ["models.gpt.provider=openai", "models.gpt.model=gpt-4o-mini", "roles.judge=gpt"])
+    assert cfg.models["gpt"].provider == "openai" and cfg.roles.judge == "gpt"
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("synth.turnz=3", "unknown config key 'synth.turnz' (did you mean 'synth.turns'?)"),
+    ("synth.turns=many", "bad value for config key 'synth.turns'"),
+    ("roles.judge=nowhere", "config key 'roles.judge': endpoint 'nowhere' is not defined"),
+    ("models.x.provider=openai", "config key 'models.x.model' is required"),
+    ("synth.shard=3/2", "synth.shard"),
+    ("mix.eval_fraction=1.5", "mix.eval_fraction"),
+    ("synth.turns", "not of the form key=value"),
+])
+def test_bad_override_names_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
+def test_bad_file_names_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("synth:\n  turns: 3\n  strategyy: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(bad) in str(err.value) and "synth.strategyy" in str(err.value)
+    bad.write_text("synth: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_config_show_and_error_exit_code():
+    from music_core.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "show", "synth.turns=7"])
+    assert result.exit_code == 0 and "turns: 7" in result.output
+    with pytest.raises(SystemExit) as exit_:
+        main(["config", "show", "synth.nope=1"])
+    assert exit_.value.code == 2
