@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .llm.executor import Endpoint
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
     """Base of every registered component: a ``name`` and the uniform constructor."""
 
     name: ClassVar[str] = ""

@@ -20,6 +20,7 @@ Import heavy dependencies (SDKs, torch) inside the component's methods, not at m
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("music")

@@ -159,7 +159,7 @@ class PluginSet:
         return reg
 
     def broken(self) -> list[PluginRecord]:
-        self.registry  # registration errors also mark plugins broken
+        _ = self.registry  # building it runs the register hooks, which can break plugins too
         return [r for r in self.records.values() if r.status == "broken"]
 
 

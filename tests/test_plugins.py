@@ -62,7 +62,7 @@ def test_wrong_type_is_rejected_with_the_plugin_named(plugins):
             register(object)
 
     with temporary_plugin(Bad(), "bad-trainer") as rec:
-        plugins.registry
+        _ = plugins.registry
         assert rec.status == "broken"
         assert "bad-trainer" in rec.error and "Trainer subclass" in rec.error
 

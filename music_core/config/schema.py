@@ -8,7 +8,7 @@ Every field carries ``metadata={"help": ...}``; ``music config show --help-keys`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -25,27 +25,29 @@ class EndpointConfig:
 
     provider: str = _f(MISSING, "registered chat provider: gemini, openai, anthropic, local, ...")
     model: str = _f(MISSING, "model id at the provider, or for `local` a GGUF file, HF folder or alias")
-    base_url: Optional[str] = _f(None, "API base URL (an OpenAI-compatible server, a proxy, a test server)")
-    api_key_env: Optional[str] = _f(None, "environment variable that holds the key (default: the provider's usual one)")
+    base_url: str | None = _f(None, "API base URL (an OpenAI-compatible server, a proxy, a test server)")
+    api_key_env: str | None = _f(None, "environment variable that holds the key (default: the provider's usual one)")
     concurrency: int = _f(8, "requests in flight at once")
-    rpm: Optional[float] = _f(None, "requests per minute cap (sliding 60 s window)")
-    tpm: Optional[float] = _f(None, "tokens per minute cap (prompt + completion, sliding 60 s window)")
+    rpm: float | None = _f(None, "requests per minute cap (sliding 60 s window)")
+    tpm: float | None = _f(None, "tokens per minute cap (prompt + completion, sliding 60 s window)")
     max_retries: int = _f(5, "retries on 429, 5xx, timeouts and dropped connections")
     timeout_s: float = _f(120.0, "per-request timeout in seconds")
+    retry_backoff_s: float = _f(1.0, "first retry delay; doubles each retry, with jitter, capped at 60 s")
+    rate_window_s: float = _f(60.0, "window over which rpm/tpm are enforced (60: per minute; 1: per second)")
     temperature: float = _f(1.0, "sampling temperature")
-    top_p: Optional[float] = _f(None, "nucleus sampling mass")
+    top_p: float | None = _f(None, "nucleus sampling mass")
     max_tokens: int = _f(1024, "completion token cap")
-    seed: Optional[int] = _f(None, "sampling seed where the provider supports one")
+    seed: int | None = _f(None, "sampling seed where the provider supports one")
     price_input_per_mtok: float = _f(0.0, "USD per million prompt tokens, for the cost report")
     price_output_per_mtok: float = _f(0.0, "USD per million completion tokens, for the cost report")
-    options: Dict[str, Any] = _f({}, "provider-specific options (vertexai, project, dtype, batch size, ...)")
+    options: dict[str, Any] = _f({}, "provider-specific options (vertexai, project, dtype, batch size, ...)")
 
 
 @dataclass
 class RolesConfig:
     user_simulator: str = _f("local", "endpoint that writes the simulated user's turns")
     assistant_simulator: str = _f("local", "endpoint that answers in both branches")
-    contrast: Optional[str] = _f(None, "endpoint that rewrites instructions (default: assistant_simulator)")
+    contrast: str | None = _f(None, "endpoint that rewrites instructions (default: assistant_simulator)")
     policy: str = _f("local", "endpoint whose samples Best-of-N picks from")
     judge: str = _f("local", "endpoint of the pairwise LLM judge")
 
@@ -54,19 +56,19 @@ class RolesConfig:
 class RunConfig:
     output_dir: str = _f("runs/default", "where every stage writes; a rerun resumes here")
     seed: int = _f(0, "global seed")
-    cache: Optional[str] = _f(None, "SQLite LLM call cache (default: <output_dir>/llm-cache.sqlite)")
+    cache: str | None = _f(None, "SQLite LLM call cache (default: <output_dir>/llm-cache.sqlite)")
     progress: bool = _f(True, "show progress bars")
-    stages: List[str] = _f(["synth", "mix", "train", "eval"], "stages `music run` executes, in order")
+    stages: list[str] = _f(["synth", "mix", "train", "eval"], "stages `music run` executes, in order")
     dry_run: bool = _f(False, "print the plan and estimates; call nothing")
 
 
 @dataclass
 class DataSourceConfig:
     source: str = _f("builtin", "registered seed source: builtin, builtin-pairs, skywork, trl, sharegpt, jsonl")
-    path: Optional[str] = _f(None, "hub id, local file or folder (builtin sources ignore it)")
+    path: str | None = _f(None, "hub id, local file or folder (builtin sources ignore it)")
     format: str = _f("auto", "record format: auto, skywork, trl, sharegpt, messages, music")
     split: str = _f("train", "dataset split when loading through `datasets`")
-    limit: Optional[int] = _f(None, "use at most this many records (after a seeded shuffle)")
+    limit: int | None = _f(None, "use at most this many records (after a seeded shuffle)")
 
 
 @dataclass
@@ -80,33 +82,33 @@ class SeedsConfig(DataSourceConfig):
 class SynthConfig:
     turns: int = _f(3, "T: simulated turns per branch (paper: 5)")
     strategy: str = _f("instruction-contrast", "contrast strategy applied in the rejected branch")
-    strategy_options: Dict[str, Any] = _f({}, "options of the contrast strategy")
+    strategy_options: dict[str, Any] = _f({}, "options of the contrast strategy")
     user_simulator: str = _f("role-flip", "registered user simulator")
-    user_simulator_options: Dict[str, Any] = _f({}, "options of the user simulator")
+    user_simulator_options: dict[str, Any] = _f({}, "options of the user simulator")
     assistant_simulator: str = _f("default", "registered assistant simulator")
-    assistant_simulator_options: Dict[str, Any] = _f({}, "options of the assistant simulator")
+    assistant_simulator_options: dict[str, Any] = _f({}, "options of the assistant simulator")
     shared_user_turns: bool = _f(False, "variant: the rejected branch reuses the chosen branch's user turns")
     contrast_from_turn: int = _f(1, "variant: apply contrast from this simulated turn on (1 = every turn, the paper)")
     max_context_tokens: int = _f(3072, "stop a rollout early once a branch reaches this many tokens (estimated)")
     concurrency: int = _f(32, "rollouts in flight at once")
-    output: Optional[str] = _f(None, "pairs JSONL (default: <output_dir>/synth/pairs.jsonl)")
-    filter: Optional[str] = _f(None, "registered pair filter applied before a pair is written")
-    filter_options: Dict[str, Any] = _f({}, "options of the pair filter")
-    shard: Optional[str] = _f(None, "i/n: synthesize only seeds i, i+n, ... into a shard file")
+    output: str | None = _f(None, "pairs JSONL (default: <output_dir>/synth/pairs.jsonl)")
+    filter: str | None = _f(None, "registered pair filter applied before a pair is written")
+    filter_options: dict[str, Any] = _f({}, "options of the pair filter")
+    shard: str | None = _f(None, "i/n: synthesize only seeds i, i+n, ... into a shard file")
 
 
 @dataclass
 class MixConfig:
-    synthetic: List[str] = _f([], "synthetic pair files or globs (default: the synth output and its shards)")
+    synthetic: list[str] = _f([], "synthetic pair files or globs (default: the synth output and its shards)")
     original: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(source="builtin-pairs"),
                                        metadata={"help": "the original preference data"})
-    synthetic_count: Optional[int] = _f(None, "synthetic pairs to take (default: all)")
-    original_count: Optional[int] = _f(None, "original pairs to take (default: all)")
-    synthetic_ratio: Optional[float] = _f(None, "alternatively: synthetic share of the mix, 0..1 (paper: 31/104)")
+    synthetic_count: int | None = _f(None, "synthetic pairs to take (default: all)")
+    original_count: int | None = _f(None, "original pairs to take (default: all)")
+    synthetic_ratio: float | None = _f(None, "alternatively: synthetic share of the mix, 0..1 (paper: 31/104)")
     eval_fraction: float = _f(0.2, "share of each source held out for evaluation")
     dedupe: bool = _f(True, "drop pairs whose chosen and rejected conversations both repeat")
     seed: int = _f(0, "shuffle and split seed")
-    output_dir: Optional[str] = _f(None, "default: <output_dir>/mix")
+    output_dir: str | None = _f(None, "default: <output_dir>/mix")
 
 
 @dataclass
@@ -115,7 +117,7 @@ class LoraConfig:
     r: int = _f(16, "LoRA rank")
     alpha: int = _f(32, "LoRA alpha")
     dropout: float = _f(0.0, "LoRA dropout")
-    target_modules: List[str] = _f(["all-linear"], "modules to adapt")
+    target_modules: list[str] = _f(["all-linear"], "modules to adapt")
     quantize_4bit: bool = _f(False, "QLoRA: load the backbone in 4 bit (needs bitsandbytes and a GPU)")
 
 
@@ -124,23 +126,23 @@ class TrainConfig:
     trainer: str = _f("bradley-terry", "registered trainer")
     backbone: str = _f("minilm", "alias (minilm, smollm2-135m), local folder or hub id")
     head: str = _f("mean-pool", "registered reward head: last-token, mean-pool, per-turn")
-    head_options: Dict[str, Any] = _f({}, "options of the reward head")
-    train_data: Optional[str] = _f(None, "pairs JSONL (default: the mix's train split)")
-    eval_data: Optional[str] = _f(None, "held-out pairs JSONL (default: the mix's eval split)")
-    output_dir: Optional[str] = _f(None, "where the trained RM is saved (default: <output_dir>/rm)")
+    head_options: dict[str, Any] = _f({}, "options of the reward head")
+    train_data: str | None = _f(None, "pairs JSONL (default: the mix's train split)")
+    eval_data: str | None = _f(None, "held-out pairs JSONL (default: the mix's eval split)")
+    output_dir: str | None = _f(None, "where the trained RM is saved (default: <output_dir>/rm)")
     max_length: int = _f(512, "token cap per conversation; longer ones lose their oldest turns")
     max_steps: int = _f(-1, "optimizer steps; -1 means epochs decide")
     epochs: float = _f(3.0, "passes over the training pairs when max_steps is -1")
     batch_size: int = _f(16, "pairs per optimizer step (summed over devices and accumulation)")
     tokens_per_micro_batch: int = _f(8192, "packed tokens per forward pass (chosen + rejected)")
     lr: float = _f(5e-5, "peak learning rate")
-    head_lr: Optional[float] = _f(None, "learning rate of the head (default: lr)")
+    head_lr: float | None = _f(None, "learning rate of the head (default: lr)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     warmup_ratio: float = _f(0.1, "share of steps spent warming up")
     scheduler: str = _f("cosine", "cosine, linear or constant decay after warmup")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
     margin: bool = _f(False, "subtract meta.margin inside the sigmoid, as Llama 2 did")
-    center_rewards_coefficient: Optional[float] = _f(None, "weight of the (r_c + r_r)^2 centering term, as TRL")
+    center_rewards_coefficient: float | None = _f(None, "weight of the (r_c + r_r)^2 centering term, as TRL")
     precision: str = _f("auto", "auto (bf16 where the hardware has it), bf16 or fp32")
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
     packing: bool = _f(True, "padding-free packing with block-diagonal attention (else length-grouped padding)")
@@ -149,50 +151,50 @@ class TrainConfig:
     save_every: int = _f(0, "checkpoint every N steps (0: only at the end); resume picks the latest")
     log_every: int = _f(5, "steps between metric logs")
     eval_every: int = _f(0, "steps between held-out evaluations (0: at the end)")
-    trackers: List[str] = _f([], "accelerate trackers: tensorboard, wandb")
+    trackers: list[str] = _f([], "accelerate trackers: tensorboard, wandb")
     seed: int = _f(0, "seed, set before the head is created")
 
 
 @dataclass
 class PromptSetConfig(DataSourceConfig):
     source: str = _f("builtin-prompts", "registered seed source of Best-of-N prompts")
-    limit: Optional[int] = _f(12, "prompts per set")
+    limit: int | None = _f(12, "prompts per set")
 
 
 @dataclass
 class BonConfig:
-    prompt_sets: Dict[str, PromptSetConfig] = field(
+    prompt_sets: dict[str, PromptSetConfig] = field(
         default_factory=lambda: {"builtin": PromptSetConfig()},
         metadata={"help": "named prompt sets (the paper: anthropic-hh, ultrainteract)"})
     turns: int = _f(2, "H: assistant turns per conversation (paper: 3)")
-    n: List[int] = _f([1, 2, 4], "candidates per turn; N=1 is the single-sample baseline")
+    n: list[int] = _f([1, 2, 4], "candidates per turn; N=1 is the single-sample baseline")
     judge: str = _f("pairwise", "registered judge")
-    judge_options: Dict[str, Any] = _f({}, "options of the judge")
+    judge_options: dict[str, Any] = _f({}, "options of the judge")
     bootstrap: int = _f(1000, "bootstrap resamples for 95% intervals")
     seed: int = _f(0, "seed of the user simulator and the bootstrap")
 
 
 @dataclass
 class RewardBenchConfig:
-    path: Optional[str] = _f(None, "RewardBench v1 data: hub id (allenai/reward-bench) or local file/folder")
+    path: str | None = _f(None, "RewardBench v1 data: hub id (allenai/reward-bench) or local file/folder")
     split: str = _f("filtered", "split to score")
     batch_size: int = _f(16, "conversations per scoring batch (length-sorted)")
 
 
 @dataclass
 class PairwiseEvalConfig:
-    data: Optional[str] = _f(None, "held-out pairs (default: the mix's eval split)")
+    data: str | None = _f(None, "held-out pairs (default: the mix's eval split)")
     batch_size: int = _f(16, "conversations per scoring batch")
 
 
 @dataclass
 class EvalConfig:
-    reward_models: Dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
-    evaluators: List[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench"], "evaluators `music run` uses")
+    reward_models: dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
+    evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench"], "evaluators `music run` uses")
     bon: BonConfig = field(default_factory=BonConfig, metadata={"help": "multi-turn Best-of-N"})
     rewardbench: RewardBenchConfig = field(default_factory=RewardBenchConfig, metadata={"help": "RewardBench v1"})
     pairwise: PairwiseEvalConfig = field(default_factory=PairwiseEvalConfig, metadata={"help": "pairwise accuracy"})
-    output_dir: Optional[str] = _f(None, "default: <output_dir>/eval")
+    output_dir: str | None = _f(None, "default: <output_dir>/eval")
 
 
 def _default_models() -> dict[str, EndpointConfig]:
@@ -204,7 +206,7 @@ def _default_models() -> dict[str, EndpointConfig]:
 @dataclass
 class MusicConfig:
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the run"})
-    models: Dict[str, EndpointConfig] = field(default_factory=_default_models, metadata={"help": "named LLM endpoints"})
+    models: dict[str, EndpointConfig] = field(default_factory=_default_models, metadata={"help": "named LLM endpoints"})
     roles: RolesConfig = field(default_factory=RolesConfig, metadata={"help": "which endpoint plays which role"})
     seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "seed conversations"})
     synth: SynthConfig = field(default_factory=SynthConfig, metadata={"help": "MUSIC rollouts"})

@@ -27,6 +27,7 @@ class ChatProvider(ABC):
     supports_n: ClassVar[bool] = False
     default_api_key_env: ClassVar[str | None] = None
     requires_api_key: ClassVar[bool] = True
+    enforce_timeout: ClassVar[bool] = True  # False for in-process models that queue requests
 
     def __init__(self, endpoint: EndpointConfig):
         self.endpoint = endpoint
@@ -48,5 +49,5 @@ class ChatProvider(ABC):
         """A cheap estimate for token budgets (about four characters a token)."""
         return max(1, len(text) // 4)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release clients and threads."""

@@ -1,0 +1,67 @@
+"""The run context handed to every component: config, registry, output paths, and LLM
+endpoints by role (created on first use, sharing one call cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config.schema import MusicConfig
+from .llm.executor import LLMPool, RoleClient
+from .registry import Registry
+
+
+class RunContext:
+    def __init__(self, config: MusicConfig, registry: Registry | None = None):
+        if registry is None:
+            from .plugins import get_registry
+
+            registry = get_registry()
+        self.config = config
+        self.registry = registry
+        self._pool: LLMPool | None = None
+
+    # ---- paths -------------------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.run.output_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.config.run.cache) if self.config.run.cache else self.output_dir / "llm-cache.sqlite"
+
+    def synth_output(self) -> Path:
+        s = self.config.synth
+        base = Path(s.output) if s.output else self.output_dir / "synth" / "pairs.jsonl"
+        if s.shard:
+            i, n = (int(x) for x in s.shard.split("/"))
+            base = base.with_name(f"{base.stem}.shard-{i}-of-{n}{base.suffix}")
+        return base
+
+    def mix_dir(self) -> Path:
+        return Path(self.config.mix.output_dir) if self.config.mix.output_dir else self.output_dir / "mix"
+
+    def rm_dir(self, name: str | None = None) -> Path:
+        base = Path(self.config.train.output_dir) if self.config.train.output_dir else self.output_dir / "rm"
+        return base / name if name else base
+
+    def eval_dir(self) -> Path:
+        return Path(self.config.eval.output_dir) if self.config.eval.output_dir else self.output_dir / "eval"
+
+    # ---- LLMs ----------------------------------------------------------------------------------
+    @property
+    def llm(self) -> LLMPool:
+        if self._pool is None:
+            self._pool = LLMPool(self.config, self.registry, str(self.cache_path), show_progress=self.config.run.progress)
+        return self._pool
+
+    def role(self, role: str) -> RoleClient:
+        return self.llm.for_role(role)
+
+    def component(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+        return self.registry.create(kind, name, options, self)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None

@@ -1,0 +1,267 @@
+"""The one execution layer under every provider: per-endpoint concurrency caps, sliding-window
+request and token limits, retries with exponential backoff and jitter that honour Retry-After
+(on retryable errors only), a content-addressed cache with in-flight de-duplication, and usage
+and cost accounting per role."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import progress
+from ..data import Message
+from .cache import CallCache, sample_key
+from .errors import LLMError, LLMTimeoutError
+from .provider import ChatProvider
+from .ratelimit import SlidingWindowLimiter
+from .types import Completion, ProviderCall, SamplingParams, Usage
+
+if TYPE_CHECKING:
+    from ..config.schema import EndpointConfig
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass
+class RoleUsage:
+    """What one role spent: wire calls, cache hits, retries, typed errors, tokens and cost."""
+
+    requests: int = 0
+    samples: int = 0
+    cached_samples: int = 0
+    wire_calls: int = 0
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Endpoint:
+    """A named endpoint: a provider instance behind the limits, retries and cache."""
+
+    def __init__(self, name: str, config: EndpointConfig, provider: ChatProvider, cache: CallCache | None):
+        self.name = name
+        self.config = config
+        self.provider = provider
+        self.cache = cache
+        self._sem = asyncio.Semaphore(config.concurrency)
+        window = config.rate_window_s
+        self._rpm = SlidingWindowLimiter(config.rpm * window / 60.0, window) if config.rpm else None
+        self._tpm = SlidingWindowLimiter(config.tpm * window / 60.0, window) if config.tpm else None
+        self._inflight: dict[str, asyncio.Future] = {}
+        self.wire_log: list[float] = []  # start time of every wire call (rate-limit checks)
+        self._rng = random.Random()
+
+    def params(self, *, temperature: float | None = None, top_p: float | None = None,
+               max_tokens: int | None = None, stop: list[str] | tuple[str, ...] | None = None,
+               seed: int | None = None) -> SamplingParams:
+        c = self.config
+        return SamplingParams(
+            temperature=c.temperature if temperature is None else temperature,
+            max_tokens=c.max_tokens if max_tokens is None else max_tokens,
+            top_p=c.top_p if top_p is None else top_p,
+            stop=tuple(stop or ()),
+            seed=c.seed if seed is None else seed,
+        )
+
+    async def chat(self, messages: list[Message], usage: RoleUsage, *, n: int = 1, sample_index: int = 0,
+                   **overrides: Any) -> list[Completion]:
+        """``n`` samples with indices ``sample_index .. sample_index+n-1``; cached samples come
+        from the cache, identical requests already in flight are awaited, the rest go out."""
+        params = self.params(**overrides)
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        indices = list(range(sample_index, sample_index + n))
+        keys = [sample_key(self.config.provider, self.config.model, params, msgs, i) for i in indices]
+        usage.requests += 1
+        usage.samples += n
+        results: dict[int, Completion] = {}
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        waits: list[tuple[int, asyncio.Future]] = []
+        missing: list[int] = []
+        for i, k in zip(indices, keys):
+            if k in hits:
+                results[i] = hits[k]
+            elif k in self._inflight:
+                waits.append((i, self._inflight[k]))
+            else:
+                missing.append(i)
+        usage.cached_samples += len(hits)
+        if missing:
+            loop = asyncio.get_running_loop()
+            futures = {i: loop.create_future() for i in missing}
+            for i in missing:
+                self._inflight[keys[i - sample_index]] = futures[i]
+            try:
+                fresh = await self._fetch(msgs, params, missing, usage)
+                if self.cache is not None:
+                    self.cache.put_many([(keys[i - sample_index], fresh[i]) for i in missing],
+                                        self.config.provider, self.config.model)
+                for i in missing:
+                    futures[i].set_result(fresh[i])
+                    results[i] = fresh[i]
+            except BaseException as exc:
+                for fut in futures.values():
+                    if not fut.done():
+                        fut.set_exception(exc)
+                        fut.exception()  # mark retrieved: waiters re-raise it, nobody else must
+                raise
+            finally:
+                for i in missing:
+                    self._inflight.pop(keys[i - sample_index], None)
+        for i, fut in waits:
+            done = await asyncio.shield(fut)
+            results[i] = Completion(done.text, done.finish_reason, Usage(), cached=True)
+            usage.cached_samples += 1
+        return [results[i] for i in indices]
+
+    async def _fetch(self, msgs: list[Message], params: SamplingParams, indices: list[int],
+                     usage: RoleUsage) -> dict[int, Completion]:
+        # One wire call for all samples where the API returns several; else one per sample,
+        # concurrently. A seed needs per-sample calls, so sample i keeps seed + i.
+        if self.provider.supports_n and params.seed is None:
+            groups = [indices]
+        else:
+            groups = [[i] for i in indices]
+        out: dict[int, Completion] = {}
+
+        async def one(group: list[int]) -> None:
+            p = params if params.seed is None else SamplingParams(**{**params.__dict__, "seed": params.seed + group[0]})
+            call = ProviderCall(tuple(msgs), p, tuple(group))
+            comps = await self._call_with_retries(call, usage)
+            out.update(zip(group, comps))
+
+        if len(groups) == 1:
+            await one(groups[0])  # the common case: no extra task, no extra loop iteration
+        else:
+            await asyncio.gather(*(one(g) for g in groups))
+        return out
+
+    async def _call_with_retries(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
+        attempt = 0
+        while True:
+            try:
+                return await self._call_once(call, usage)
+            except LLMError as exc:
+                usage.errors[exc.kind] = usage.errors.get(exc.kind, 0) + 1
+                if not exc.retryable or attempt >= self.config.max_retries:
+                    raise
+                delay = min(MAX_BACKOFF_S, self.config.retry_backoff_s * (2 ** attempt))
+                delay = delay * (0.5 + self._rng.random() * 0.5)  # jitter: spread the herd
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                attempt += 1
+                usage.retries += 1
+                await asyncio.sleep(delay)  # outside the semaphore: a backing-off call holds no slot
+
+    async def _call_once(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
+        async with self._sem:
+            if self._rpm:
+                await self._rpm.acquire(1)
+            estimate = self._estimate_tokens(call)
+            tpm_event = await self._tpm.acquire(estimate) if self._tpm else None
+            self.wire_log.append(time.monotonic())
+            usage.wire_calls += 1
+            try:
+                # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
+                async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
+                    comps = await self.provider.generate(call)
+            except TimeoutError:
+                raise LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s") from None
+            if len(comps) != call.n:
+                raise LLMError(f"{self.name}: provider returned {len(comps)} completions for n={call.n}")
+            spent = sum((c.usage for c in comps), Usage())
+            if tpm_event is not None and self._tpm is not None:
+                self._tpm.adjust(tpm_event, spent.total)
+            usage.prompt_tokens += spent.prompt_tokens
+            usage.completion_tokens += spent.completion_tokens
+            usage.cost_usd += (spent.prompt_tokens * self.config.price_input_per_mtok
+                               + spent.completion_tokens * self.config.price_output_per_mtok) / 1e6
+            return comps
+
+    def _estimate_tokens(self, call: ProviderCall) -> int:
+        prompt = sum(self.provider.count_tokens(m["content"]) + 4 for m in call.messages)
+        return prompt + call.params.max_tokens * call.n
+
+
+class RoleClient:
+    """What components hold: an endpoint seen through one role, so usage is booked per role."""
+
+    def __init__(self, role: str, endpoint: Endpoint, usage: RoleUsage, on_call=None):
+        self.role = role
+        self.endpoint = endpoint
+        self.usage = usage
+        self._on_call = on_call
+
+    @property
+    def config(self) -> EndpointConfig:
+        return self.endpoint.config
+
+    async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0, **overrides: Any) -> list[Completion]:
+        comps = await self.endpoint.chat(messages, self.usage, n=n, sample_index=sample_index, **overrides)
+        if self._on_call:
+            self._on_call(self.role, self.usage)
+        return comps
+
+    async def text(self, messages: list[Message], *, sample_index: int = 0, **overrides: Any) -> str:
+        return (await self.chat(messages, n=1, sample_index=sample_index, **overrides))[0].text
+
+    def count_tokens(self, text: str) -> int:
+        return self.endpoint.provider.count_tokens(text)
+
+
+class LLMPool:
+    """Endpoints by name, created on first use, one cache for all of them."""
+
+    def __init__(self, config: Any, registry: Any, cache_path: str | None, show_progress: bool = True):
+        self.config = config
+        self.registry = registry
+        self.cache = CallCache(cache_path) if cache_path else None
+        self._endpoints: dict[str, Endpoint] = {}
+        self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
+        self._tasks: dict[str, progress.Task] = {}
+        self._show = show_progress
+
+    def endpoint(self, name: str) -> Endpoint:
+        if name not in self._endpoints:
+            ep_cfg = self.config.models[name]
+            cls = self.registry.get("chat_provider", ep_cfg.provider)
+            self._endpoints[name] = Endpoint(name, ep_cfg, cls(ep_cfg), self.cache)
+        return self._endpoints[name]
+
+    def for_role(self, role: str) -> RoleClient:
+        name = getattr(self.config.roles, role, None)
+        if role == "contrast" and name is None:
+            name = self.config.roles.assistant_simulator
+        if name is None:
+            raise KeyError(role)
+        return RoleClient(role, self.endpoint(name), self.usage[role], self._progress)
+
+    def _progress(self, role: str, usage: RoleUsage) -> None:
+        if not self._show:
+            return
+        if role not in self._tasks:
+            self._tasks[role] = progress.Task(f"llm:{role}", total=None)
+        self._tasks[role].update(completed=usage.requests, info=(
+            f"wire {usage.wire_calls} · cached {usage.cached_samples} · "
+            f"{usage.prompt_tokens + usage.completion_tokens} tok · ${usage.cost_usd:.4f}"))
+
+    def usage_report(self) -> dict[str, dict[str, Any]]:
+        return {role: u.to_dict() for role, u in sorted(self.usage.items())}
+
+    async def aclose(self) -> None:
+        for ep in self._endpoints.values():
+            await ep.provider.aclose()
+        for t in self._tasks.values():
+            t.close()
+        self._tasks.clear()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None

@@ -1,0 +1,77 @@
+"""The ``anthropic`` chat provider, on the official ``anthropic`` SDK (imported on first call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from music_core.llm import errors as E
+from music_core.llm.provider import ChatProvider
+from music_core.llm.types import Completion, ProviderCall, Usage
+
+
+class AnthropicProvider(ChatProvider):
+    name = "anthropic"
+    supports_n = False  # the Messages API returns one sample per call
+    default_api_key_env = "ANTHROPIC_API_KEY"
+
+    def __init__(self, endpoint):
+        super().__init__(endpoint)
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            self._client = anthropic.AsyncAnthropic(api_key=self.api_key(), base_url=self.endpoint.base_url,
+                                                    timeout=self.endpoint.timeout_s, max_retries=0)
+        return self._client
+
+    def _request(self, call: ProviderCall) -> dict[str, Any]:
+        p = call.params
+        system = "\n\n".join(m["content"] for m in call.messages if m["role"] == "system")
+        kw: dict[str, Any] = {
+            "model": self.endpoint.model, "max_tokens": p.max_tokens,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in call.messages if m["role"] != "system"],
+        }
+        if system:
+            kw["system"] = system
+        if p.stop:
+            kw["stop_sequences"] = list(p.stop)
+        # Current Claude models and SDKs take no sampling parameters; older models and proxies
+        # do, through the raw body (options.sampling_params: true).
+        if self.endpoint.options.get("sampling_params"):
+            kw["extra_body"] = {"temperature": p.temperature, **({"top_p": p.top_p} if p.top_p is not None else {})}
+        if self.endpoint.options.get("effort"):
+            kw["output_config"] = {"effort": self.endpoint.options["effort"]}
+        return kw
+
+    async def generate(self, call: ProviderCall) -> list[Completion]:
+        import anthropic
+
+        try:
+            resp = await self.client().messages.create(**self._request(call))
+        except anthropic.APITimeoutError as exc:
+            raise E.LLMTimeoutError(f"anthropic: {exc}") from None
+        except anthropic.APIConnectionError as exc:
+            raise E.LLMConnectionError(f"anthropic: {exc}") from None
+        except anthropic.APIStatusError as exc:
+            retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
+            status = exc.status_code
+            if status == 529:  # overloaded: a server-side condition, worth a retry
+                raise E.ServerError(f"anthropic: {exc.message}", status=status, retry_after=retry_after) from None
+            raise E.from_status(status, f"anthropic: {exc.message}", retry_after) from None
+        except (anthropic.APIResponseValidationError, ValueError) as exc:
+            raise E.ServerError(f"anthropic: malformed response: {exc}") from None
+        if resp.stop_reason == "refusal":
+            raise E.SafetyBlockedError("anthropic: the model refused (stop_reason=refusal)")
+        text = "".join(getattr(b, "text", "") for b in resp.content or [] if getattr(b, "type", "") == "text")
+        if not text.strip():
+            raise E.EmptyResponseError("anthropic: empty completion")
+        finish = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}.get(resp.stop_reason or "", resp.stop_reason or "stop")
+        usage = Usage(resp.usage.input_tokens or 0, resp.usage.output_tokens or 0) if resp.usage else Usage()
+        return [Completion(text, finish, usage)]
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,131 @@
+"""The ``gemini`` chat provider on ``google-genai`` (the older google-generativeai SDK reached
+end of life on 2025-11-30). Endpoint options: ``vertexai: true``, ``project``, ``location``,
+``api_version``, ``safety_settings`` (a list of {category, threshold})."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from music_core.llm import errors as E
+from music_core.llm.provider import ChatProvider
+from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
+
+BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
+
+
+class GeminiProvider(ChatProvider):
+    name = "gemini"
+    supports_n = True  # candidate_count
+    default_api_key_env = "GEMINI_API_KEY"
+
+    def __init__(self, endpoint):
+        super().__init__(endpoint)
+        self._client: Any = None
+        self.vertex = bool(endpoint.options.get("vertexai"))
+        self.requires_api_key = not self.vertex  # Vertex AI authenticates with ADC
+
+    def api_key(self) -> str | None:
+        if not self.endpoint.api_key_env and not os.environ.get("GEMINI_API_KEY") and os.environ.get("GOOGLE_API_KEY"):
+            return os.environ["GOOGLE_API_KEY"]  # the SDK's other customary variable
+        return super().api_key()
+
+    def client(self) -> Any:
+        if self._client is None:
+            from google import genai
+            from google.genai import types
+
+            http = types.HttpOptions(timeout=int(self.endpoint.timeout_s * 1000), base_url=self.endpoint.base_url,
+                                     api_version=self.endpoint.options.get("api_version"),
+                                     retry_options=None)  # never retry inside the SDK: the layer does
+            opts = self.endpoint.options
+            if self.vertex:
+                self._client = genai.Client(vertexai=True, project=opts.get("project"), location=opts.get("location"),
+                                            http_options=http)
+            else:
+                self._client = genai.Client(api_key=self.api_key(), http_options=http)
+        return self._client
+
+    def _request(self, call: ProviderCall) -> dict[str, Any]:
+        from google.genai import types
+
+        p = call.params
+        system = "\n\n".join(m["content"] for m in call.messages if m["role"] == "system")
+        contents = [types.Content(role="model" if m["role"] == "assistant" else "user", parts=[types.Part(text=m["content"])])
+                    for m in call.messages if m["role"] != "system"]
+        cfg: dict[str, Any] = {"temperature": p.temperature, "max_output_tokens": p.max_tokens}
+        if call.n > 1:
+            cfg["candidate_count"] = call.n
+        if system:
+            cfg["system_instruction"] = system
+        if p.top_p is not None:
+            cfg["top_p"] = p.top_p
+        if p.stop:
+            cfg["stop_sequences"] = list(p.stop)
+        if p.seed is not None:
+            cfg["seed"] = p.seed
+        if self.endpoint.options.get("safety_settings"):
+            cfg["safety_settings"] = [types.SafetySetting(**s) for s in self.endpoint.options["safety_settings"]]
+        if "thinking_budget" in self.endpoint.options:
+            cfg["thinking_config"] = types.ThinkingConfig(thinking_budget=int(self.endpoint.options["thinking_budget"]))
+        return {"model": self.endpoint.model, "contents": contents, "config": types.GenerateContentConfig(**cfg)}
+
+    async def generate(self, call: ProviderCall) -> list[Completion]:
+        from google.genai import errors as gerr
+
+        client = self.client()  # outside the try: a missing key is an AuthError, not transport
+        try:
+            resp = await client.aio.models.generate_content(**self._request(call))
+        except gerr.APIError as exc:
+            retry_after = None
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            if headers is not None:
+                retry_after = E.parse_retry_after(headers.get("retry-after"))
+            raise E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", retry_after) from None
+        except Exception as exc:  # transport errors come from httpx2 or aiohttp, by name
+            raise _transport_error(exc) from None
+        feedback = getattr(resp, "prompt_feedback", None)
+        if feedback is not None and getattr(feedback, "block_reason", None):
+            raise E.SafetyBlockedError(f"gemini: prompt blocked ({_enum(feedback.block_reason)})")
+        candidates = list(resp.candidates or [])
+        if not candidates:
+            raise E.EmptyResponseError("gemini: no candidates")
+        meta = resp.usage_metadata
+        usage = Usage(getattr(meta, "prompt_token_count", 0) or 0,
+                      (getattr(meta, "candidates_token_count", 0) or 0) + (getattr(meta, "thoughts_token_count", 0) or 0))
+        out = []
+        for cand, share in zip(candidates[: call.n], split_usage(usage, call.n)):
+            finish = _enum(cand.finish_reason) if cand.finish_reason else "STOP"
+            if finish in BLOCKED_FINISH:
+                raise E.SafetyBlockedError(f"gemini: candidate blocked (finish_reason={finish})")
+            parts = cand.content.parts if cand.content and cand.content.parts else []
+            text = "".join(p.text for p in parts if p.text and not getattr(p, "thought", False))
+            if not text.strip():
+                raise E.EmptyResponseError(f"gemini: empty candidate (finish_reason={finish})")
+            out.append(Completion(text, "length" if finish == "MAX_TOKENS" else "stop", share))
+        if len(out) < call.n:
+            raise E.EmptyResponseError(f"gemini: {len(out)} candidates for n={call.n}")
+        return out
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.aio.aclose()
+            except Exception:
+                pass
+            self._client = None
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "name", value)).split(".")[-1]
+
+
+def _transport_error(exc: Exception) -> E.LLMError:
+    name = type(exc).__name__
+    if "Timeout" in name or isinstance(exc, TimeoutError):
+        return E.LLMTimeoutError(f"gemini: {name}: {exc}")
+    if any(w in name for w in ("Connect", "Network", "Protocol", "ReadError", "WriteError", "Disconnected", "Transport")):
+        return E.LLMConnectionError(f"gemini: {name}: {exc}")
+    if isinstance(exc, ValueError):  # a body that is not JSON
+        return E.ServerError(f"gemini: malformed response: {exc}")
+    return E.LLMError(f"gemini: {name}: {exc}")

@@ -1,0 +1,45 @@
+"""The ``local`` chat provider. Requests from many concurrent coroutines meet in one queue per
+model; a worker thread batches them into padded ``generate`` calls, which is what makes a
+135M model on two cores useful (~20 tok/s alone, ~250 tok/s at batch 32).
+
+Endpoint ``model``: ``smollm2-135m`` (default), a local HF folder or a ``.gguf`` file.
+Options: ``dtype`` (bfloat16 | float32), ``device`` (cpu | cuda | auto), ``max_batch_size``,
+``linger_ms`` (how long the worker waits for a batch to fill)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from music_core.llm.provider import ChatProvider
+from music_core.llm.types import Completion, ProviderCall
+
+from .engine import engine_for
+
+
+class LocalProvider(ChatProvider):
+    name = "local"
+    supports_n = True
+    requires_api_key = False
+    enforce_timeout = False  # requests wait in the batch queue; a wall-clock timeout would misfire
+
+    def __init__(self, endpoint):
+        super().__init__(endpoint)
+        self._engine = None
+
+    def engine(self):
+        if self._engine is None:
+            opts = self.endpoint.options
+            self._engine = engine_for(self.endpoint.model, dtype=str(opts.get("dtype", "bfloat16")),
+                                      device=str(opts.get("device", "auto")),
+                                      max_batch_size=int(opts.get("max_batch_size", 16)),
+                                      linger_ms=float(opts.get("linger_ms", 20)))
+        return self._engine
+
+    async def generate(self, call: ProviderCall) -> list[Completion]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self.engine().submit(call, fut, loop)
+        return await fut
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine().count_tokens(text)

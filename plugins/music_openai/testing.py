@@ -1,0 +1,75 @@
+"""A loopback server that speaks the OpenAI chat-completions REST API, for tests and benchmarks.
+
+Magic words in the last user message: ``[[safety]]`` (content_filter), ``[[empty]]``."""
+
+from __future__ import annotations
+
+import time
+
+from music_core.testing import FaultPlan, LoopbackServer, Request, Response
+
+
+def reply_text(messages: list[dict], index: int) -> str:
+    last = messages[-1]["content"] if messages else ""
+    return f"echo[{index}]: {last}"
+
+
+def handle(req: Request) -> Response:
+    if req.path.rstrip("/").endswith("/models"):
+        return Response(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+    if not req.path.endswith("/chat/completions"):
+        return Response(404, {"error": {"message": f"no route {req.path}"}})
+    body = req.json()
+    if req.headers.get("authorization", "") in ("", "Bearer "):
+        return Response(401, {"error": {"message": "missing key", "type": "invalid_request_error"}})
+    if body.get("model") == "bad-model":
+        return Response(400, {"error": {"message": "model not found", "type": "invalid_request_error"}})
+    messages = body["messages"]
+    last = messages[-1]["content"] if messages else ""
+    n = int(body.get("n") or 1)
+    choices = []
+    for i in range(n):
+        if "[[safety]]" in last:
+            choices.append({"index": i, "finish_reason": "content_filter",
+                            "message": {"role": "assistant", "content": None}})
+        elif "[[empty]]" in last:
+            choices.append({"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}})
+        else:
+            choices.append({"index": i, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": reply_text(messages, i)}})
+    prompt_tokens = sum(len(m["content"]) // 4 + 1 for m in messages)
+    return Response(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                          "model": body.get("model"), "choices": choices,
+                          "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5 * n,
+                                    "total_tokens": prompt_tokens + 5 * n}})
+
+
+def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None) -> LoopbackServer:
+    """``with openai_server() as srv:`` then ``base_url=srv.url + "/v1"``."""
+    return LoopbackServer(handle, latency_s=latency_s, faults=faults)
+
+
+def main() -> None:
+    """``python -m music_openai.testing --latency 0.1``: serve until killed, print the URL."""
+    import argparse
+    import signal
+    import sys
+    import threading
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    args = ap.parse_args()
+    with openai_server(args.latency, FaultPlan(rate=args.fault_rate)) as srv:
+        print(srv.url, flush=True)
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        print(f"served {len(srv.requests)} requests, max in flight {srv.max_in_flight}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
