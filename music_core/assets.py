@@ -58,6 +58,7 @@ def materialize_gguf(gguf: Path, name: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
@@ -81,6 +82,14 @@ def materialize_gguf(gguf: Path, name: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars and advisories from transformers: our own progress says more."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def resolve_model(name_or_path: str) -> str:

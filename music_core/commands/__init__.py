@@ -1,11 +1,15 @@
 """The core's own plugin: pipeline commands (synth, mix, train, eval, run), registered through
-the same ``register_commands`` hook that third-party plugins use."""
+the same ``register_commands`` hook that third-party plugins use. Each command imports its
+engine inside the function, so ``music --help`` stays light."""
 
 from __future__ import annotations
 
 from music_core import hookimpl
 
+from .pipeline import eval_group, mix, run, synth, train
+
 
 @hookimpl
 def register_commands(register):
-    pass
+    for command in (synth, mix, train, eval_group, run):
+        register(command)

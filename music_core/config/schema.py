@@ -64,7 +64,7 @@ class RunConfig:
 
 @dataclass
 class DataSourceConfig:
-    source: str = _f("builtin", "registered seed source: builtin, builtin-pairs, skywork, trl, sharegpt, jsonl")
+    source: str = _f("builtin", "registered seed source: builtin, builtin-prompts, skywork, trl, sharegpt, jsonl, hh-rlhf, ultrainteract")
     path: str | None = _f(None, "hub id, local file or folder (builtin sources ignore it)")
     format: str = _f("auto", "record format: auto, skywork, trl, sharegpt, messages, music")
     split: str = _f("train", "dataset split when loading through `datasets`")
@@ -73,6 +73,7 @@ class DataSourceConfig:
 
 @dataclass
 class SeedsConfig(DataSourceConfig):
+    limit: int | None = _f(16, "seeds to roll out (after a seeded shuffle); null for all")
     min_context_turns: int = _f(0, "fewest earlier exchanges kept before the first simulated user turn")
     max_context_turns: int = _f(3, "most earlier exchanges kept (cut at a random turn boundary)")
     seed: int = _f(0, "seed of the shuffle and of the cut points")
@@ -83,6 +84,8 @@ class SynthConfig:
     turns: int = _f(3, "T: simulated turns per branch (paper: 5)")
     strategy: str = _f("instruction-contrast", "contrast strategy applied in the rejected branch")
     strategy_options: dict[str, Any] = _f({}, "options of the contrast strategy")
+    fallback_strategy: str | None = _f("forget-history", "strategy for a turn the main one cannot contrast "
+                                          "(a rewrite that never validates); null makes such turns error rows, as in the paper")
     user_simulator: str = _f("role-flip", "registered user simulator")
     user_simulator_options: dict[str, Any] = _f({}, "options of the user simulator")
     assistant_simulator: str = _f("default", "registered assistant simulator")
@@ -92,7 +95,7 @@ class SynthConfig:
     max_context_tokens: int = _f(3072, "stop a rollout early once a branch reaches this many tokens (estimated)")
     concurrency: int = _f(32, "rollouts in flight at once")
     output: str | None = _f(None, "pairs JSONL (default: <output_dir>/synth/pairs.jsonl)")
-    filter: str | None = _f(None, "registered pair filter applied before a pair is written")
+    filter: str | None = _f("distinct-answers", "registered pair filter applied before a pair is written (null: none)")
     filter_options: dict[str, Any] = _f({}, "options of the pair filter")
     shard: str | None = _f(None, "i/n: synthesize only seeds i, i+n, ... into a shard file")
 
@@ -100,7 +103,7 @@ class SynthConfig:
 @dataclass
 class MixConfig:
     synthetic: list[str] = _f([], "synthetic pair files or globs (default: the synth output and its shards)")
-    original: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(source="builtin-pairs"),
+    original: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(source="builtin"),
                                        metadata={"help": "the original preference data"})
     synthetic_count: int | None = _f(None, "synthetic pairs to take (default: all)")
     original_count: int | None = _f(None, "original pairs to take (default: all)")
@@ -200,7 +203,7 @@ class EvalConfig:
 def _default_models() -> dict[str, EndpointConfig]:
     return {"local": EndpointConfig(
         provider="local", model="smollm2-135m", concurrency=32, temperature=0.8, top_p=0.95,
-        max_tokens=160, timeout_s=600.0, options={"dtype": "bfloat16", "max_batch_size": 32})}
+        max_tokens=96, timeout_s=600.0, options={"dtype": "bfloat16", "max_batch_size": 32})}
 
 
 @dataclass

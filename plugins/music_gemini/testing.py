@@ -5,10 +5,17 @@ Magic words in the last user message: ``[[safety]]`` (promptFeedback.blockReason
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from music_core.testing import FaultPlan, LoopbackServer, Request, Response
 
 
-def handle(req: Request) -> Response:
+def echo(messages: list[dict], index: int) -> str:
+    return f"echo[{index}]: {messages[-1]['content'] if messages else ''}"
+
+
+def handle(req: Request, reply: Callable[[list[dict], int], str] = echo, seen: dict | None = None) -> Response:
     if ":generateContent" not in req.path:
         return Response(404, {"error": {"code": 404, "message": req.path, "status": "NOT_FOUND"}})
     if not req.headers.get("x-goog-api-key") and "/projects/" not in req.path:
@@ -25,11 +32,19 @@ def handle(req: Request) -> Response:
     if "[[empty]]" in last:
         return Response(200, {"candidates": [], "usageMetadata": usage})
     finish = "SAFETY" if "[[safety-candidate]]" in last else "STOP"
+    system = "".join(p.get("text", "") for p in ((body.get("systemInstruction") or {}).get("parts") or []))
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "assistant" if c.get("role") == "model" else "user", "content": "".join(p.get("text", "") for p in c["parts"])}
+        for c in contents]
+    seen = {} if seen is None else seen
+    k = seen.get(req.body, 0)  # generateContent samples afresh on every call: the k-th repeat gets new ones
+    seen[req.body] = k + 1
     cands = [{"index": i, "finishReason": finish,
-              "content": {"role": "model", "parts": [{"text": f"echo[{i}]: {last}"}]}} for i in range(n)]
+              "content": {"role": "model", "parts": [{"text": reply(msgs, k * n + i)}]}} for i in range(n)]
     return Response(200, {"candidates": cands, "usageMetadata": usage, "modelVersion": "fake"})
 
 
-def gemini_server(latency_s: float = 0.0, faults: FaultPlan | None = None) -> LoopbackServer:
+def gemini_server(latency_s: float = 0.0, faults: FaultPlan | None = None,
+                  reply: Callable[[list[dict], int], str] = echo) -> LoopbackServer:
     """``with gemini_server() as srv:`` then ``base_url=srv.url``."""
-    return LoopbackServer(handle, latency_s=latency_s, faults=faults)
+    return LoopbackServer(functools.partial(handle, reply=reply, seen={}), latency_s=latency_s, faults=faults)

@@ -4,7 +4,9 @@ Magic words in the last user message: ``[[safety]]`` (content_filter), ``[[empty
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 from music_core.testing import FaultPlan, LoopbackServer, Request, Response
 
@@ -14,7 +16,10 @@ def reply_text(messages: list[dict], index: int) -> str:
     return f"echo[{index}]: {last}"
 
 
-def handle(req: Request) -> Response:
+Reply = Callable[[list[dict], int], str]
+
+
+def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None) -> Response:
     if req.path.rstrip("/").endswith("/models"):
         return Response(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
     if not req.path.endswith("/chat/completions"):
@@ -27,6 +32,9 @@ def handle(req: Request) -> Response:
     messages = body["messages"]
     last = messages[-1]["content"] if messages else ""
     n = int(body.get("n") or 1)
+    seen = {} if seen is None else seen
+    k = seen.get(req.body, 0)  # a real server samples afresh: the k-th identical request gets new samples
+    seen[req.body] = k + 1
     choices = []
     for i in range(n):
         if "[[safety]]" in last:
@@ -36,7 +44,7 @@ def handle(req: Request) -> Response:
             choices.append({"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}})
         else:
             choices.append({"index": i, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": reply_text(messages, i)}})
+                            "message": {"role": "assistant", "content": reply(messages, k * n + i)}})
     prompt_tokens = sum(len(m["content"]) // 4 + 1 for m in messages)
     return Response(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                           "model": body.get("model"), "choices": choices,
@@ -44,9 +52,10 @@ def handle(req: Request) -> Response:
                                     "total_tokens": prompt_tokens + 5 * n}})
 
 
-def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None) -> LoopbackServer:
-    """``with openai_server() as srv:`` then ``base_url=srv.url + "/v1"``."""
-    return LoopbackServer(handle, latency_s=latency_s, faults=faults)
+def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None, reply: Reply = reply_text) -> LoopbackServer:
+    """``with openai_server() as srv:`` then ``base_url=srv.url + "/v1"``. ``reply(messages, i)``
+    writes sample i's text (default: an echo of the last message)."""
+    return LoopbackServer(functools.partial(handle, reply=reply, seen={}), latency_s=latency_s, faults=faults)
 
 
 def main() -> None:

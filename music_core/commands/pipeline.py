@@ -1,0 +1,97 @@
+"""``music synth | mix | train | eval | run``."""
+
+from __future__ import annotations
+
+import click
+
+from music_core.cli import config_options
+
+from .common import context, echo_kv, run_async
+
+
+@click.command()
+@config_options
+@click.option("--shard", default=None, metavar="I/N", help="synthesize seeds i, i+n, ... into a shard file")
+def synth(config_path, overrides, shard):
+    """Roll out MUSIC pairs from seed conversations (resumable: rerun to continue)."""
+    from music_core.synth import report
+    from music_core.synth.runner import synthesize
+
+    ctx = context(config_path, overrides, [f"synth.shard={shard}"] if shard else None)
+    stats = run_async(ctx, lambda: synthesize(ctx))
+    json_path, md_path = report.write(ctx.synth_output(), stats["usage"])
+    echo_kv("synth done", {"pairs written": stats["written"], "errors": stats["errors"], "filtered": stats["filtered"],
+                           "already done": stats["already_done"], "output": stats["output"], "report": md_path})
+
+
+@click.command()
+@config_options
+def mix(config_path, overrides):
+    """Mix synthesized pairs with the original data into train/eval splits."""
+    from music_core.mix import run_mix
+
+    ctx = context(config_path, overrides)
+    summary = run_mix(ctx)
+    echo_kv("mix done", {"train": summary["train"], "eval": summary["eval"], "outputs": summary["outputs"]})
+
+
+@click.command()
+@config_options
+def train(config_path, overrides):
+    """Train a reward model (train.trainer) and save it as a Hugging Face folder."""
+    from music_core.training_stage import train_reward_model
+
+    ctx = context(config_path, overrides)
+    result = train_reward_model(ctx)
+    echo_kv("train done", {"model": result.model_dir, **{k: v for k, v in result.metrics.items() if not isinstance(v, dict)}})
+
+
+class EvalGroup(click.Group):
+    """``music eval <command>``: one subcommand per registered evaluator."""
+
+    def _evaluators(self) -> dict:
+        from music_core.plugins import get_registry
+
+        reg = get_registry()
+        out = {}
+        for name in reg.names("evaluator"):
+            cls = reg.get("evaluator", name)
+            out[cls.command or name] = name
+        return out
+
+    def list_commands(self, ctx):
+        return sorted(self._evaluators())
+
+    def get_command(self, ctx, cmd_name):
+        evaluators = self._evaluators()
+        if cmd_name not in evaluators:
+            return None
+        name = evaluators[cmd_name]
+
+        @click.command(cmd_name, help=f"Run the {name!r} evaluator on eval.reward_models (or --rm NAME=PATH).")
+        @config_options
+        @click.option("--rm", "rms", multiple=True, metavar="NAME=PATH", help="reward model to evaluate (repeatable)")
+        def _cmd(config_path, overrides, rms):
+            from music_core.evaluation import run_evaluator
+
+            ctx_ = context(config_path, overrides)
+            report = run_evaluator(ctx_, name, dict(r.split("=", 1) for r in rms) or None)
+            echo_kv(f"eval {cmd_name} done", {"results": report["results_path"], "report": report["markdown_path"]})
+
+        return _cmd
+
+
+@click.group("eval", cls=EvalGroup)
+def eval_group():
+    """Evaluate reward models: multi-turn Best-of-N, RewardBench, pairwise accuracy."""
+
+
+@click.command()
+@config_options
+@click.option("--dry-run", is_flag=True, help="print the plan, calls per role and estimated tokens; call nothing")
+def run(config_path, overrides, dry_run):
+    """The whole experiment: synth, mix, train a baseline and a MUSIC RM, evaluate, report."""
+    from music_core.pipeline import run_pipeline
+
+    ctx = context(config_path, overrides, ["run.dry_run=true"] if dry_run else None)
+    run_pipeline(ctx)

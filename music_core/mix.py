@@ -1,0 +1,116 @@
+"""``music mix``: synthesized pairs + original preference data -> train and eval splits.
+
+Deduplicates, takes counts or a ratio (the paper: 31k MUSIC + 73k Skywork), and splits by
+*conversation group*: a synthetic pair grown from a seed conversation lands on the same side as
+the original pair that conversation came from, so held-out accuracy is not inflated by leaks.
+Writes ``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl`` (the baseline RM's data) and
+``summary.json``, each atomically.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from .data import PreferencePair, content_hash
+from .errors import MusicError
+from .jsonl import read_records, write_jsonl_atomic, write_text_atomic
+from .synth.seeds import group_key
+
+SIDE_SUFFIXES = (".errors.jsonl", ".filtered.jsonl", ".report.json", ".config.json")
+
+
+def synthetic_files(ctx: Any) -> list[Path]:
+    patterns = list(ctx.config.mix.synthetic)
+    if not patterns:
+        out = ctx.synth_output()
+        patterns = [str(out), str(out.with_name(out.stem + ".shard-*-of-*" + out.suffix))]
+    files: list[Path] = []
+    for pat in patterns:
+        matches = sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else ([pat] if Path(pat).exists() else [])
+        if not matches and not any(ch in pat for ch in "*?["):
+            raise MusicError(f"mix: synthetic pair file not found: {pat} (run `music synth` first, or set mix.synthetic)")
+        files += [Path(m) for m in matches if not m.endswith(SIDE_SUFFIXES)]
+    return files
+
+
+def pair_group(pair: PreferencePair) -> str:
+    return str(pair.meta.get("seed_group") or group_key(pair.chosen)) if pair.source == "music" else group_key(pair.chosen)
+
+
+def dedupe(pairs: list[PreferencePair]) -> tuple[list[PreferencePair], int]:
+    seen_keys, seen_ids, out = set(), set(), []
+    for p in pairs:
+        key = p.dedupe_key()
+        if key in seen_keys or p.id in seen_ids:
+            continue
+        seen_keys.add(key)
+        seen_ids.add(p.id)
+        out.append(p)
+    return out, len(pairs) - len(out)
+
+
+def counts(n_syn: int, n_orig: int, cfg: Any) -> tuple[int, int]:
+    syn, orig = n_syn, n_orig
+    if cfg.synthetic_ratio is not None and (cfg.synthetic_count is None and cfg.original_count is None):
+        r = cfg.synthetic_ratio
+        if r >= 1.0:
+            orig = 0
+        elif r <= 0.0:
+            syn = 0
+        elif n_syn / max(1, n_syn + n_orig) > r:
+            syn = min(n_syn, round(r / (1 - r) * n_orig))
+        else:
+            orig = min(n_orig, round((1 - r) / r * n_syn))
+    if cfg.synthetic_count is not None:
+        syn = min(n_syn, cfg.synthetic_count)
+    if cfg.original_count is not None:
+        orig = min(n_orig, cfg.original_count)
+    return syn, orig
+
+
+def split(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    train, held = [], []
+    for p in pairs:
+        # a stable per-group draw: the same group falls on the same side whatever else is mixed in
+        u = int(content_hash(seed, pair_group(p)), 16) / 16 ** 16
+        (held if u < fraction else train).append(p)
+    return train, held
+
+
+def run_mix(ctx: Any) -> dict[str, Any]:
+    cfg = ctx.config.mix
+    files = synthetic_files(ctx)
+    synthetic = [p for f in files for p in read_records(f, PreferencePair.from_dict)]  # bad line: file:line, nothing written
+    original = ctx.component("seed_source", cfg.original.source).load_pairs(cfg.original)
+    synthetic, dup_syn = dedupe(synthetic)
+    original, dup_orig = dedupe(original)
+    rng = random.Random(cfg.seed)
+    n_syn, n_orig = counts(len(synthetic), len(original), cfg)
+    synthetic = rng.sample(synthetic, n_syn) if n_syn < len(synthetic) else synthetic
+    original = rng.sample(original, n_orig) if n_orig < len(original) else original
+    syn_train, syn_eval = split(synthetic, cfg.eval_fraction, cfg.seed)
+    orig_train, orig_eval = split(original, cfg.eval_fraction, cfg.seed)
+    train, held = syn_train + orig_train, syn_eval + orig_eval
+    train, dup_cross = dedupe(train)
+    rng.shuffle(train)
+    rng.shuffle(orig_train)
+    held.sort(key=lambda p: (p.source, p.id))
+    out = ctx.mix_dir()
+    write_jsonl_atomic(out / "train.jsonl", (p.to_dict() for p in train))
+    write_jsonl_atomic(out / "eval.jsonl", (p.to_dict() for p in held))
+    write_jsonl_atomic(out / "original_train.jsonl", (p.to_dict() for p in orig_train))
+    summary = {
+        "synthetic_files": [str(f) for f in files],
+        "original_source": cfg.original.source, "original_path": cfg.original.path,
+        "duplicates_dropped": {"synthetic": dup_syn, "original": dup_orig, "across": dup_cross},
+        "train": {"total": len(train), "synthetic": len(syn_train), "original": len(orig_train)},
+        "eval": {"total": len(held), "synthetic": len(syn_eval), "original": len(orig_eval)},
+        "synthetic_share_of_train": round(len(syn_train) / max(1, len(train)), 4),
+        "outputs": {k: str(out / f"{k}.jsonl") for k in ("train", "eval", "original_train")},
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

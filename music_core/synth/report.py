@@ -1,0 +1,110 @@
+"""The synthesis report: what the pairs look like and what they cost, as JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from ..jsonl import iter_json_lines, write_text_atomic
+from .runner import side_paths
+
+
+def _error_kind(error: str) -> str:
+    """``turn 2: ContrastError: ...`` -> ``ContrastError``."""
+    m = re.match(r"turn \d+: (\w+):", error)
+    return m.group(1) if m else error[:60]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [obj for _, obj in iter_json_lines(path)] if path.exists() else []
+
+
+def build(out: Path, usage: dict[str, Any] | None = None, max_attempts: int = 4) -> dict[str, Any]:
+    pairs = _read(out)
+    paths = side_paths(out)
+    errors, filtered = _read(paths["errors"]), _read(paths["filtered"])
+    turns_hist = Counter(p["meta"].get("num_turns", 0) for p in pairs)
+    per_turn: dict[int, dict[str, list[int]]] = {}
+    for p in pairs:
+        c_ans = [m["content"] for m in p["chosen"][p["meta"].get("prefix_messages", 0):] if m["role"] == "assistant"]
+        r_ans = [m["content"] for m in p["rejected"][p["meta"].get("prefix_messages", 0):] if m["role"] == "assistant"]
+        for t, (c, r) in enumerate(zip(c_ans, r_ans), start=1):
+            d = per_turn.setdefault(t, {"chosen": [], "rejected": []})
+            d["chosen"].append(len(c))
+            d["rejected"].append(len(r))
+    attempts = [a for p in pairs for a in p["meta"].get("user_turn_attempts", [])]
+    attempts += [a for e in errors for a in e.get("user_turn_attempts", [])]
+    sim_failures = sum(1 for p in pairs if str(p["meta"].get("stop_reason", "")).startswith("user_simulator_failed"))
+    draws = sum(attempts) + sim_failures * max_attempts
+    infos = [t.get("strategy_info") or {} for p in pairs for t in p["meta"].get("turns", [])]
+    rewrite_attempts = [i["rewrite_attempts"] for i in infos if "rewrite_attempts" in i]
+    total = len(pairs) + len(errors) + len(filtered)
+    report = {
+        "output": str(out),
+        "pairs": len(pairs), "errors": len(errors), "filtered": len(filtered),
+        "filter_rejection_rate": round(len(filtered) / max(1, len(pairs) + len(filtered)), 4),
+        "error_rate": round(len(errors) / max(1, total), 4),
+        "error_kinds": dict(Counter(_error_kind(e.get("error", "")) for e in errors).most_common(10)),
+        "turns_per_pair": {str(k): v for k, v in sorted(turns_hist.items())},
+        "mean_turns": round(mean([p["meta"].get("num_turns", 0) for p in pairs]), 3) if pairs else 0,
+        "stop_reasons": dict(Counter(p["meta"].get("stop_reason", "") for p in pairs)),
+        "answer_chars_by_turn": {str(t): {"chosen_mean": round(mean(d["chosen"]), 1), "rejected_mean": round(mean(d["rejected"]), 1),
+                                          "n": len(d["chosen"])} for t, d in sorted(per_turn.items())},
+        "user_simulator": {
+            "turns_accepted": len(attempts),
+            "accepted_first_try": round(sum(1 for a in attempts if a == 1) / max(1, len(attempts)), 4),
+            "usable_share_of_samples": round(len(attempts) / max(1, draws), 4),
+            "conversations_cut_short": sim_failures,
+        },
+        "contrast": {
+            "turns": len(infos),
+            "fallbacks": sum(1 for i in infos if "fallback" in i),
+            "noop_turns": sum(1 for i in infos if i.get("noop")),
+            "rewrite_first_try": round(sum(1 for a in rewrite_attempts if a == 1) / max(1, len(rewrite_attempts)), 4) if rewrite_attempts else None,
+        },
+        "tokens_in_pairs": {k: sum(p["meta"].get("usage", {}).get(k, 0) for p in pairs)
+                            for k in ("samples", "cached_samples", "prompt_tokens", "completion_tokens")},
+        "usage_this_run": usage or {},
+        "cost_usd_this_run": round(sum(u.get("cost_usd", 0.0) for u in (usage or {}).values()), 6),
+    }
+    return report
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = ["# Synthesis report", "", f"Output: `{r['output']}`", "",
+             f"- pairs: **{r['pairs']}**, errors: {r['errors']} ({r['error_rate']:.1%}), filtered: {r['filtered']} "
+             f"(rejection rate {r['filter_rejection_rate']:.1%})",
+             f"- turns per pair: {r['turns_per_pair']} (mean {r['mean_turns']}); stop reasons: {r['stop_reasons']}",
+             f"- user simulator: {r['user_simulator']['turns_accepted']} turns accepted, "
+             f"{r['user_simulator']['accepted_first_try']:.1%} on the first try, "
+             f"{r['user_simulator']['usable_share_of_samples']:.1%} of samples usable, "
+             f"{r['user_simulator']['conversations_cut_short']} conversations cut short",
+             f"- contrast: {r['contrast']['turns']} turns, {r['contrast']['fallbacks']} fallbacks, "
+             f"{r['contrast']['noop_turns']} with nothing to contrast"
+             + (f", rewrites valid on first try {r['contrast']['rewrite_first_try']:.1%}" if r['contrast']['rewrite_first_try'] is not None else ""),
+             ]
+    if r["error_kinds"]:
+        lines.append(f"- error kinds: {r['error_kinds']}")
+    lines += ["", "## Answer length by turn (characters)", "", "| turn | chosen | rejected | n |", "|---|---|---|---|"]
+    lines += [f"| {t} | {d['chosen_mean']} | {d['rejected_mean']} | {d['n']} |" for t, d in r["answer_chars_by_turn"].items()]
+    lines += ["", "## Usage this run", "", "| role | requests | wire calls | cached samples | retries | errors | prompt tok | completion tok | cost USD |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for role, u in r["usage_this_run"].items():
+        lines.append(f"| {role} | {u['requests']} | {u['wire_calls']} | {u['cached_samples']} | {u['retries']} | "
+                     f"{sum(u['errors'].values())} | {u['prompt_tokens']} | {u['completion_tokens']} | {u['cost_usd']:.4f} |")
+    t = r["tokens_in_pairs"]
+    lines += ["", f"Tokens behind all pairs in the file: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
+              f"({t['samples']} samples, {t['cached_samples']} from cache).", ""]
+    return "\n".join(lines)
+
+
+def write(out: Path, usage: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    r = build(out, usage)
+    json_path, md_path = out.with_name(out.stem + ".report.json"), out.with_name(out.stem + ".report.md")
+    write_text_atomic(json_path, json.dumps(r, indent=2) + "\n")
+    write_text_atomic(md_path, to_markdown(r))
+    return json_path, md_path

@@ -1,0 +1,183 @@
+"""The paper's Algorithm 1: two branches from one seed.
+
+- chosen:   u_t -> a_t = M_a(history + u_t); the user simulator writes u_{t+1} from the
+            chosen history.
+- rejected: the contrast strategy answers u_t (by answering a modified u'_t, or by other
+            means); the branch stores the original u_t with that answer, u'_t only in
+            provenance; the user simulator writes u_{t+1} from the rejected branch's own
+            history. Contrast at every turn (from ``contrast_from_turn``).
+- T turns; stop early on the user simulator's end token or the context budget.
+The two branches' calls at each step run concurrently, so batched providers see both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contracts import (
+    AssistantSimulator,
+    ContrastError,
+    ContrastOutcome,
+    ContrastRequest,
+    ContrastStrategy,
+    UserSimulator,
+)
+from ..data import Message, PreferencePair
+from .seeds import Seed
+
+
+@dataclass
+class RolloutSettings:
+    turns: int
+    contrast_from_turn: int = 1
+    shared_user_turns: bool = False
+    max_context_tokens: int = 3072
+
+
+@dataclass
+class Tally:
+    """Calls, samples and billed tokens of one rollout (cached samples cost nothing)."""
+
+    samples: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, comps: list[Any]) -> None:
+        for c in comps:
+            self.samples += 1
+            if c.cached:
+                self.cached += 1
+            else:
+                self.prompt_tokens += c.usage.prompt_tokens
+                self.completion_tokens += c.usage.completion_tokens
+
+
+class TalliedClient:
+    """A role client seen through one rollout, so the pair's provenance carries its usage."""
+
+    def __init__(self, inner: Any, tally: Tally):
+        self.inner, self.tally = inner, tally
+        self.role, self.config = inner.role, inner.config
+
+    async def chat(self, messages, **kw):
+        comps = await self.inner.chat(messages, **kw)
+        self.tally.add(comps)
+        return comps
+
+    async def text(self, messages, **kw):
+        return (await self.chat(messages, n=1, **kw))[0].text
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+@dataclass
+class RolloutResult:
+    pair: PreferencePair | None
+    error: str | None = None
+    stop_reason: str = ""
+    user_turn_attempts: list[int] = field(default_factory=list)
+
+
+class RolloutEngine:
+    def __init__(self, *, user: UserSimulator, assistant: AssistantSimulator, strategy: ContrastStrategy,
+                 clients: dict[str, Any], settings: RolloutSettings, provenance: dict[str, Any], seed: int,
+                 fallback: ContrastStrategy | None = None):
+        self.user, self.assistant, self.strategy, self.fallback = user, assistant, strategy, fallback
+        self.clients = clients  # role -> RoleClient: user_simulator, assistant_simulator, contrast
+        self.settings = settings
+        self.provenance = provenance
+        self.seed = seed
+
+    async def _contrast(self, req: ContrastRequest) -> ContrastOutcome:
+        try:
+            return await self.strategy.contrast(req)
+        except ContrastError as exc:
+            if self.fallback is None:
+                raise
+            outcome = await self.fallback.contrast(req)
+            outcome.info = {**outcome.info, "fallback": self.fallback.name, "fallback_reason": str(exc)[:300]}
+            return outcome
+
+    def _tokens(self, msgs: list[Message], client: Any) -> int:
+        return sum(client.count_tokens(m["content"]) + 4 for m in msgs)
+
+    async def run(self, seed: Seed, pair_id: str) -> RolloutResult:
+        s = self.settings
+        tally = Tally()
+        user_llm = TalliedClient(self.clients["user_simulator"], tally)
+        asst_llm = TalliedClient(self.clients["assistant_simulator"], tally)
+        rewrite_llm = TalliedClient(self.clients["contrast"], tally)
+        rng = random.Random(f"{self.seed}:{pair_id}")
+        u1: Message = {"role": "user", "content": seed.first_user_turn}
+        chosen: list[Message] = list(seed.context) + [u1]
+        rejected: list[Message] = list(seed.context) + [u1]
+        turns: list[dict[str, Any]] = []
+        attempts: list[int] = []
+        stop_reason = "turns"
+        for t in range(1, s.turns + 1):
+            contrast = t >= s.contrast_from_turn
+            original = rejected[-1]["content"]
+            chosen_step = self.assistant.respond(chosen, asst_llm)
+            if contrast:
+                req = ContrastRequest(history=rejected[:-1], instruction=original, turn=t, assistant=self.assistant,
+                                      assistant_llm=asst_llm, rewrite_llm=rewrite_llm, rng=rng)
+                rejected_step = self._contrast(req)
+            else:
+                rejected_step = self.assistant.respond(rejected, asst_llm)
+            try:
+                a_chosen, outcome = await asyncio.gather(chosen_step, rejected_step)
+            except Exception as exc:  # a strategy or simulator gave up: an error row, never a pair
+                return RolloutResult(None, f"turn {t}: {type(exc).__name__}: {exc}", "error", attempts)
+            a_rejected = outcome.answer if contrast else outcome.text
+            modified = outcome.modified_instruction if contrast else None
+            info = outcome.info if contrast else {}
+            chosen.append({"role": "assistant", "content": a_chosen.text})
+            rejected.append({"role": "assistant", "content": a_rejected})
+            turns.append({"turn": t, "original": original, "modified": modified, "contrasted": contrast,
+                          "chosen_user": chosen[-2]["content"] if chosen[-2]["content"] != original else None,
+                          "strategy_info": info})
+            if t == s.turns:
+                break
+            budget = s.max_context_tokens
+            if max(self._tokens(chosen, asst_llm), self._tokens(rejected, asst_llm)) >= budget:
+                stop_reason = "context_budget"
+                break
+            try:
+                if s.shared_user_turns:
+                    nxt = await self.user.next_turn(chosen, user_llm)
+                    nxt_c = nxt_r = nxt
+                else:
+                    nxt_c, nxt_r = await asyncio.gather(self.user.next_turn(chosen, user_llm),
+                                                        self.user.next_turn(rejected, user_llm))
+            except Exception as exc:
+                # The turns so far still make a valid pair; a user simulator that cannot go on
+                # ends the conversation early, as the end token would.
+                stop_reason = f"user_simulator_failed: {type(exc).__name__}"
+                break
+            attempts += [nxt_c.attempts] + ([] if s.shared_user_turns else [nxt_r.attempts])
+            if nxt_c.ended or nxt_r.ended:
+                stop_reason = "end_token"
+                break
+            chosen.append({"role": "user", "content": nxt_c.text})
+            rejected.append({"role": "user", "content": nxt_r.text})
+        if chosen == rejected:
+            return RolloutResult(None, "chosen and rejected came out identical", "identical", attempts)
+        meta = {
+            **self.provenance,
+            "seed_id": seed.id, "seed_conversation": seed.conversation_id, "seed_source": seed.source,
+            "seed_group": seed.group,
+            "context_turns": seed.context_turns, "prefix_messages": len(seed.context) + 1,
+            "num_turns": len(turns), "stop_reason": stop_reason, "turns": turns, "user_turn_attempts": attempts,
+            "usage": {"samples": tally.samples, "cached_samples": tally.cached,
+                      "prompt_tokens": tally.prompt_tokens, "completion_tokens": tally.completion_tokens},
+        }
+        pair = PreferencePair(id=pair_id, chosen=chosen, rejected=rejected, source="music", meta=meta)
+        errs = pair.errors()
+        if errs:
+            return RolloutResult(None, "invalid pair: " + "; ".join(errs), "invalid", attempts)
+        return RolloutResult(pair, None, stop_reason, attempts)

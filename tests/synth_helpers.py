@@ -1,0 +1,35 @@
+"""A deterministic stand-in for an LLM that plays every synthesis role sensibly, so that
+loopback servers can drive real rollouts quickly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+FOLLOW_UPS = [
+    "Can you make it shorter?", "Please add a concrete example.", "What would change if I had no budget at all?",
+    "Could you turn that into a numbered list?", "Why is that the best option for me?",
+    "Now explain it for a complete beginner.", "What are the main risks here?", "How long would all of this take?",
+]
+
+
+def scripted_reply(messages: list[dict], index: int) -> str:
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    last = messages[-1]["content"] if messages else ""
+    digest = int(hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest(), 16)
+    if "getting help from an AI" in system:  # the role-flipped user simulator
+        return FOLLOW_UPS[(digest + index) % len(FOLLOW_UPS)]
+    if "rewrite a user's instruction" in system:  # instruction-contrast's rewriter
+        m = re.search(r"Original instruction: (.*)\nModified instruction:", last, re.S)
+        original = m.group(1).strip() if m else last
+        return f"{original.rstrip('.?!')}, but only for experts."
+    return f"Answer {digest % 10_000}-{index}: a careful reply to '{last[:60]}'."
+
+
+def synth_overrides(tmp_path, base_url: str, provider: str, key_env: str, model: str = "fake-model") -> list[str]:
+    return [f"run.output_dir={tmp_path}", "run.progress=false",
+            f"models.sim.provider={provider}", f"models.sim.model={model}", f"models.sim.base_url={base_url}",
+            f"models.sim.api_key_env={key_env}", "models.sim.retry_backoff_s=0.01", "models.sim.max_tokens=64",
+            "roles.user_simulator=sim", "roles.assistant_simulator=sim", "roles.contrast=sim",
+            "roles.policy=sim", "roles.judge=sim"]
