@@ -99,7 +99,8 @@ def check_semantics(cfg: MusicConfig) -> None:
     need(r is None or 0.0 <= r <= 1.0, "mix.synthetic_ratio", "must be in [0, 1]")
     need(cfg.train.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32")
     need(cfg.train.scheduler in ("cosine", "linear", "constant"), "train.scheduler", "must be cosine, linear or constant")
-    need(cfg.train.attention in ("auto", "sdpa", "flex", "eager"), "train.attention", "must be auto, sdpa, flex or eager")
+    need(cfg.train.attention in ("auto", "sdpa", "flex", "varlen", "eager"), "train.attention",
+         "must be auto, sdpa, flex, varlen or eager")
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be at least 1")
     need(cfg.train.max_length >= 16, "train.max_length", "must be at least 16")
     need(all(n >= 1 for n in cfg.eval.bon.n) and cfg.eval.bon.n, "eval.bon.n", "must be a non-empty list of N >= 1")

@@ -149,7 +149,7 @@ class TrainConfig:
     precision: str = _f("auto", "auto (bf16 where the hardware has it), bf16 or fp32")
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
     packing: bool = _f(True, "padding-free packing with block-diagonal attention (else length-grouped padding)")
-    attention: str = _f("auto", "auto, sdpa, flex or eager")
+    attention: str = _f("auto", "auto (GPU: flex; CPU: varlen when packed), sdpa, flex, varlen or eager")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA / QLoRA"})
     save_every: int = _f(0, "checkpoint every N steps (0: only at the end); resume picks the latest")
     log_every: int = _f(5, "steps between metric logs")

@@ -1,0 +1,28 @@
+"""``music train``: resolve the trainer and its data paths from the run, then train."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .contracts import Trainer, TrainResult
+
+
+def train_reward_model(ctx: Any, name: str | None = None, train_data: str | None = None) -> TrainResult:
+    """Train with ``train.*``; ``name`` picks the output folder (``<output_dir>/rm/<name>``)
+    and ``train_data`` overrides the data (``music run`` trains a baseline and a MUSIC RM)."""
+    cfg = ctx.config.train
+    mix = ctx.mix_dir()
+    resolved = dataclasses.replace(
+        cfg,
+        train_data=train_data or cfg.train_data or str(mix / "train.jsonl"),
+        eval_data=cfg.eval_data or (str(mix / "eval.jsonl") if (mix / "eval.jsonl").exists() else None),
+        output_dir=str(ctx.rm_dir(name)) if (name or not cfg.output_dir) else cfg.output_dir,
+    )
+    if not Path(resolved.train_data).exists():
+        from .errors import MusicError
+
+        raise MusicError(f"train: {resolved.train_data} not found (run `music mix` first, or set train.train_data)")
+    trainer: Trainer = ctx.component("trainer", cfg.trainer)
+    return trainer.train(resolved)

@@ -1,0 +1,114 @@
+"""Micro-batches of pairs: padding-free packing (decoders) or length-grouped padding.
+
+A pair's chosen and rejected sequences always share a micro-batch (the loss needs both). Packed
+micro-batches are one row of concatenated sequences whose position ids restart at every
+sequence, so the model attends block-diagonally; nothing is padded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from music_core.contracts import SequenceSpans
+
+from .encoding import Encoded
+
+
+@dataclass
+class PairExample:
+    index: int
+    chosen: Encoded
+    rejected: Encoded
+    margin: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return len(self.chosen.ids) + len(self.rejected.ids)
+
+
+@dataclass
+class MicroBatch:
+    pairs: list[PairExample]
+    input_ids: Any
+    spans: SequenceSpans
+    position_ids: Any = None      # packed
+    attention_mask: Any = None    # padded
+    real_tokens: int = 0
+    computed_tokens: int = 0      # real + padding
+
+    def cu_seqlens(self, device: Any) -> Any:
+        """Cumulative sequence boundaries of a packed row (varlen attention's input)."""
+        import torch
+
+        return torch.tensor([0] + list(self.spans.ends), dtype=torch.int32, device=device)
+
+    def to(self, device: Any) -> MicroBatch:
+        self.input_ids = self.input_ids.to(device)
+        if self.position_ids is not None:
+            self.position_ids = self.position_ids.to(device)
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask.to(device)
+        return self
+
+
+def group_by_tokens(pairs: list[PairExample], budget: int, padded: bool) -> list[list[PairExample]]:
+    """First-fit decreasing into micro-batches of at most ``budget`` computed tokens (packed:
+    the sum of lengths; padded: rows x longest row)."""
+    groups: list[list[PairExample]] = []
+    loads: list[int] = []
+    for p in sorted(pairs, key=lambda p: -p.tokens):
+        need = p.tokens
+        placed = False
+        for g, group in enumerate(groups):
+            if padded:
+                longest = max([max(len(q.chosen.ids), len(q.rejected.ids)) for q in group]
+                              + [max(len(p.chosen.ids), len(p.rejected.ids))])
+                cost = 2 * (len(group) + 1) * longest
+            else:
+                cost = loads[g] + need
+            if cost <= budget:
+                group.append(p)
+                loads[g] = cost
+                placed = True
+                break
+        if not placed:
+            groups.append([p])
+            loads.append(need if not padded else 2 * max(len(p.chosen.ids), len(p.rejected.ids)))
+    return groups
+
+
+def packed(pairs: list[PairExample]) -> MicroBatch:
+    import torch
+
+    ids, pos, starts, ends, turn_ends = [], [], [], [], []
+    for p in pairs:
+        for e in (p.chosen, p.rejected):
+            off = len(ids)
+            ids += e.ids
+            pos += range(len(e.ids))
+            starts.append(off)
+            ends.append(off + len(e.ids))
+            turn_ends.append([off + t for t in e.turn_ends])
+    n = len(ids)
+    return MicroBatch(pairs, torch.tensor([ids]), SequenceSpans(starts, ends, turn_ends),
+                      position_ids=torch.tensor([pos]), real_tokens=n, computed_tokens=n)
+
+
+def padded(pairs: list[PairExample], pad_id: int) -> MicroBatch:
+    import torch
+
+    seqs = [e for p in pairs for e in (p.chosen, p.rejected)]
+    width = max(len(e.ids) for e in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    starts, ends, turn_ends = [], [], []
+    for row, e in enumerate(seqs):
+        ids[row, : len(e.ids)] = torch.tensor(e.ids)
+        mask[row, : len(e.ids)] = 1
+        off = row * width  # flat index of the row's first token
+        starts.append(off)
+        ends.append(off + len(e.ids))  # the reward position comes from the mask, never from pad ids
+        turn_ends.append([off + t for t in e.turn_ends])
+    real = sum(len(e.ids) for e in seqs)
+    return MicroBatch(pairs, ids, SequenceSpans(starts, ends, turn_ends), attention_mask=mask,
+                      real_tokens=real, computed_tokens=len(seqs) * width)

@@ -1,0 +1,240 @@
+"""The Bradley-Terry training loop on accelerate: loss -log sigmoid(r_c - r_r [- margin]) in
+fp32, optional reward centering, AdamW with warmup and cosine/linear decay, gradient
+accumulation over token-budgeted micro-batches, clipping, checkpoints with exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from music_core import progress
+from music_core.config.schema import TrainConfig
+
+from . import checkpoint
+from .batching import PairExample, group_by_tokens, packed, padded
+from .data import step_indices, total_steps
+
+_STEP_DELAY = float(os.environ.get("MUSIC_TRAIN_STEP_DELAY_S", "0") or 0)
+
+
+def pair_loss(rewards: Any, margins: Any, center_coef: float | None) -> tuple[Any, Any, Any]:
+    """Per-pair losses (fp32) and the chosen/rejected rewards; rewards come as [c0, r0, c1, ...]."""
+    import torch.nn.functional as F
+
+    rewards = rewards.float()
+    r_c, r_r = rewards[0::2], rewards[1::2]
+    loss = -F.logsigmoid(r_c - r_r - margins)
+    if center_coef:
+        loss = loss + center_coef * (r_c + r_r) ** 2  # as TRL: keeps rewards near zero mean
+    return loss, r_c, r_r
+
+
+class Batcher:
+    def __init__(self, examples: list[PairExample], cfg: TrainConfig, pack: bool, pad_id: int):
+        self.examples, self.cfg, self.pack, self.pad_id = examples, cfg, pack, pad_id
+
+    def micro_batches(self, pairs: list[PairExample]) -> list[Any]:
+        groups = group_by_tokens(pairs, self.cfg.tokens_per_micro_batch, padded=not self.pack)
+        return [packed(g) if self.pack else padded(g, self.pad_id) for g in groups]
+
+
+def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: Any) -> dict[str, float]:
+    import torch
+
+    if not examples:
+        return {}
+    net.eval()
+    losses, correct, margins = [], 0, []
+    with torch.no_grad():
+        for mb in batcher.micro_batches(examples):
+            mb.to(device)
+            r = net(mb).float()
+            zero = torch.zeros(len(mb.pairs), device=r.device)
+            loss, r_c, r_r = pair_loss(r, zero, None)
+            losses += loss.tolist()
+            correct += int((r_c > r_r).sum())
+            margins += (r_c - r_r).tolist()
+    net.train()
+    return {"eval_loss": sum(losses) / len(losses), "eval_accuracy": correct / len(examples),
+            "eval_margin": sum(margins) / len(margins), "eval_pairs": len(examples)}
+
+
+def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out: list[PairExample],
+               out_dir: Path, pack: bool, pad_id: int, log_extra: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Train; return the unwrapped net, the accelerator and the metrics."""
+    import torch
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    precision = resolve_precision(cfg.precision)
+    trackers = [t for t in cfg.trackers if _tracker_available(t)]
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
+                      log_with=trackers or None, project_dir=str(out_dir))
+    steps = total_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    head_params = {id(p) for p in net.score.parameters()}
+    groups = []
+    for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+        body = [p for p in params if id(p) not in head_params]
+        head = [p for p in params if id(p) in head_params]
+        if body:
+            groups.append({"params": body, "weight_decay": wd, "lr": cfg.lr})
+        if head:
+            groups.append({"params": head, "weight_decay": wd, "lr": cfg.head_lr or cfg.lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
+    scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * steps),
+                              num_training_steps=steps)
+    net, optimizer = acc.prepare(net, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    if trackers:
+        acc.init_trackers("music-rm", config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))})
+    batcher = Batcher(train, cfg, pack, pad_id)
+    log_path = out_dir / "train_log.jsonl"
+    start = checkpoint.resume(acc, out_dir, log_path)
+    task = progress.Task("train", total=steps)
+    task.advance(start)
+    device = acc.device
+    world, rank = acc.num_processes, acc.process_index
+    recent: list[dict[str, float]] = []
+    t_total, tokens_total, computed_total = 0.0, 0, 0
+    net.train()
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        pairs = [train[i] for i in step_indices(step, len(train), cfg.batch_size, cfg.seed)]
+        mbs = batcher.micro_batches(pairs)[rank::world]
+        sums = {"loss": 0.0, "correct": 0, "margin": 0.0, "pairs": 0, "real": 0, "computed": 0}
+        rewards_seen: list[float] = []
+        for i, mb in enumerate(mbs):
+            mb.to(device)
+            last = i == len(mbs) - 1
+            ctx = acc.no_sync(net) if not last else _null()
+            with ctx, acc.autocast():
+                r = net(mb)
+                margins = torch.tensor([p.margin for p in mb.pairs], device=r.device)
+                loss, r_c, r_r = pair_loss(r, margins, cfg.center_rewards_coefficient)
+                # mean over the step's pairs, whatever the micro-batch split and process count
+                acc.backward(loss.sum() * world / cfg.batch_size)
+            sums["loss"] += float(loss.detach().sum())
+            sums["correct"] += int((r_c > r_r).sum())
+            sums["margin"] += float((r_c - r_r).sum())
+            sums["pairs"] += len(mb.pairs)
+            sums["real"] += mb.real_tokens
+            sums["computed"] += mb.computed_tokens
+            rewards_seen += r.detach().float().tolist()
+        if not mbs:  # more processes than micro-batches: still join the gradient all-reduce
+            acc.backward(sum(p.sum() for p in net.parameters() if p.requires_grad) * 0.0)
+        grad_norm = float(acc.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if _STEP_DELAY:
+            time.sleep(_STEP_DELAY)  # tests only: gives a SIGKILL room to land between checkpoints
+        dt = time.perf_counter() - t0
+        t_total += dt
+        tokens_total += sums["real"]
+        computed_total += sums["computed"]
+        n = max(1, sums["pairs"])
+        mean_r = sum(rewards_seen) / max(1, len(rewards_seen))
+        std_r = (sum((x - mean_r) ** 2 for x in rewards_seen) / max(1, len(rewards_seen))) ** 0.5
+        rec = {"step": step + 1, "loss": sums["loss"] / n, "accuracy": sums["correct"] / n, "margin": sums["margin"] / n,
+               "reward_mean": mean_r, "reward_std": std_r, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "num_tokens": sums["real"], "tokens_per_s": sums["real"] / dt if dt else 0.0,
+               "padding_waste": 1 - sums["real"] / max(1, sums["computed"])}
+        recent.append(rec)
+        task.advance(1, info=f"loss {rec['loss']:.3f} acc {rec['accuracy']:.2f} {rec['tokens_per_s']:.0f} tok/s")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            agg = _mean(recent)
+            recent.clear()
+            if acc.is_main_process:
+                _append(log_path, agg)
+            if trackers:
+                acc.log({f"train/{k}": v for k, v in agg.items() if k != "step"}, step=step + 1)
+            progress.log(f"step {step + 1}/{steps}  loss {agg['loss']:.4f}  acc {agg['accuracy']:.3f}  "
+                         f"margin {agg['margin']:.3f}  {agg['tokens_per_s']:.0f} tok/s")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
+            ev = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
+            if acc.is_main_process and ev:
+                _append(log_path, {"step": step + 1, **ev})
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
+            checkpoint.save(acc, out_dir, step + 1)
+    task.close()
+    final_eval = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
+    metrics = {"steps": steps, "resumed_from_step": start, "train_pairs": len(train),
+               "tokens_per_s": tokens_total / t_total if t_total else 0.0,
+               "padding_waste": 1 - tokens_total / max(1, computed_total), **final_eval, **log_extra}
+    last_train = _read_last(log_path)
+    metrics.update({f"final_{k}": v for k, v in last_train.items() if k in ("loss", "accuracy", "margin")})
+    if trackers:
+        acc.log({f"eval/{k}": v for k, v in final_eval.items()}, step=steps)
+        acc.end_training()
+    acc.wait_for_everyone()
+    return acc.unwrap_model(net), acc, metrics
+
+
+def resolve_precision(requested: str) -> str:
+    """bf16 autocast where the hardware does bf16 math: a recent GPU, or a CPU with AMX or
+    AVX512-BF16 (1.3x faster training for MiniLM here, 2x generation for SmolLM2)."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _mean(recs: list[dict[str, float]]) -> dict[str, float]:
+    keys = recs[0].keys()
+    out = {k: sum(r[k] for r in recs) / len(recs) for k in keys}
+    out["step"] = recs[-1]["step"]
+    out["num_tokens"] = sum(r["num_tokens"] for r in recs)
+    return out
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    import os
+
+    with path.open("a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_last(path: Path) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if "loss" in rec:
+                last = rec
+    return last
+
+
+def _tracker_available(name: str) -> bool:
+    import importlib.util
+
+    module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name, name)
+    if importlib.util.find_spec(module) is None:
+        progress.log(f"tracker {name!r} is not installed; skipping it")
+        return False
+    return True

@@ -1,0 +1,79 @@
+"""The reward model: a Hugging Face backbone (no LM head) plus a registered reward head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .batching import MicroBatch
+
+
+def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointing: bool, packing: bool = False) -> Any:
+    from transformers import AutoConfig, AutoModel
+
+    from music_core.errors import MusicError
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:
+        raise MusicError(f"train.backbone: cannot load {path!r} ({str(exc).splitlines()[0]}); offline? "
+                         "use a local folder or an alias (minilm, smollm2-135m)") from None
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    impl = attention_impl(config, attention, packing and is_decoder(config))
+    if impl:
+        kwargs["attn_implementation"] = impl
+    model = AutoModel.from_pretrained(path, **kwargs)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def is_decoder(config: Any) -> bool:
+    return not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
+        "bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "xlm-roberta", "mpnet", "modernbert")
+
+
+def attention_impl(config: Any, requested: str, packed: bool = False) -> str | None:
+    """auto: on GPU flex attention (its block mask skips the empty blocks of packed rows, and
+    it honours Gemma-2's soft-capping, which sdpa refuses); on CPU, packed rows attend per
+    sequence (``music_varlen``), padded batches use sdpa."""
+    import torch
+
+    softcap = getattr(config, "attn_logit_softcapping", None)
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "flex_attention" if (packed or softcap) else "sdpa"
+        requested = "varlen" if packed else ("eager" if softcap else "sdpa")
+    if requested == "varlen":
+        from .varlen import NAME, register
+
+        register()
+        return NAME
+    return {"sdpa": "sdpa", "flex": "flex_attention", "eager": "eager"}[requested]
+
+
+def reward_net(backbone: Any, head: Any, head_module: Any) -> Any:
+    """An ``nn.Module`` whose forward returns one reward per sequence of a micro-batch, so that
+    accelerate (DDP, FSDP) wraps and syncs it like any model."""
+    import torch
+
+    class RewardNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.score = head_module
+            self.head = head
+            self.decoder = is_decoder(backbone.config)
+
+        def forward(self, batch: MicroBatch) -> Any:
+            if batch.position_ids is not None:
+                kw = {"position_ids": batch.position_ids}
+                if self.backbone.config._attn_implementation == "music_varlen":
+                    kw["cu_seq_lens_q"] = batch.cu_seqlens(self.backbone.device)
+            else:
+                kw = {"attention_mask": batch.attention_mask}
+            if self.decoder:
+                kw["use_cache"] = False  # the block-diagonal packed mask is built only without a cache
+            hidden = self.backbone(input_ids=batch.input_ids, **kw).last_hidden_state
+            return self.head.reward(self.score, hidden.reshape(-1, hidden.shape[-1]), batch.spans)
+
+    return RewardNet()

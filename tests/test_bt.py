@@ -1,0 +1,219 @@
+"""The Bradley-Terry trainer: multi-turn encoding, heads, packing vs padding, parameter
+updates, export that plain transformers scores the same, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bt_helpers import tiny_decoder, tiny_encoder, write_pairs
+
+from music_core.config import load_config
+from music_core.context import RunContext
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"decoder": tiny_decoder(root / "dec"), "encoder": tiny_encoder(root / "enc")}
+
+
+def train(tmp_path, plugins, *overrides):
+    from music_core.training_stage import train_reward_model
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    held = write_pairs(tmp_path / "held.jsonl", n=8, seed=1)
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.progress=false", f"train.train_data={data}",
+                             f"train.eval_data={held}", "train.precision=fp32", *overrides])
+    return train_reward_model(RunContext(cfg, plugins.registry))
+
+
+# ---- encoding ------------------------------------------------------------------------------
+
+def test_no_double_bos_and_reward_position_from_mask(plugins):
+    from music_bt.batching import PairExample, padded
+    from music_bt.encoding import ConversationEncoder
+    from transformers import AutoTokenizer
+
+    from music_core.assets import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    enc = ConversationEncoder(tok, 256)
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    ids = enc.encode(msgs).ids
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[1] != ids[0]  # one BOS, not two
+    assert tok.pad_token_id == tok.eos_token_id  # SmolLM2 pads with its EOS ...
+    e1, e2 = enc.encode(msgs), enc.encode(msgs + [{"role": "user", "content": "more"}, {"role": "assistant", "content": "sure"}])
+    mb = padded([PairExample(0, e1, e2)], pad_id=tok.eos_token_id)
+    # ... and the reward position still comes from the mask: the last real token, not a pad
+    assert mb.spans.ends[0] - 1 == len(e1.ids) - 1
+    assert mb.input_ids.view(-1)[mb.spans.ends[0] - 1] == e1.ids[-1]
+
+
+def test_overlong_conversation_drops_oldest_turns_and_is_counted():
+    from music_bt.encoding import ConversationEncoder, TruncationStats, encode_pair
+    from transformers import AutoTokenizer
+
+    from music_core.assets import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    enc = ConversationEncoder(tok, 48)
+    sys_msg = [{"role": "system", "content": "be kind"}]
+    turns = []
+    for i in range(6):
+        turns += [{"role": "user", "content": f"question number {i} about things"},
+                  {"role": "assistant", "content": f"answer number {i} about things"}]
+    stats = TruncationStats()
+    c, r = encode_pair(enc, sys_msg + turns, sys_msg + turns[:-1] + [{"role": "assistant", "content": "other"}], stats)
+    assert len(c.ids) <= 48 and c.dropped_turns >= 1 and stats.shortened == 2 and stats.dropped_turns >= 2
+    text = tok.decode(c.ids)
+    assert "be kind" in text and "answer number 5" in text and "question number 0" not in text
+
+
+def test_lint_flags_reward_position_inside_shared_prefix():
+    from music_bt.encoding import ConversationEncoder, TruncationStats, encode_pair
+    from transformers import AutoTokenizer
+
+    from music_core.assets import resolve_model
+
+    enc = ConversationEncoder(AutoTokenizer.from_pretrained(resolve_model("minilm")), 64)
+    same = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    stats = TruncationStats()
+    encode_pair(enc, same, same, stats)
+    assert stats.shared_reward_position == 1
+
+
+# ---- heads and batching ----------------------------------------------------------------------
+
+def _net(path, head_name, plugins, attention="sdpa"):
+    import torch
+    from music_bt.model import load_backbone, reward_net
+
+    backbone = load_backbone(str(path), dtype=torch.float32, attention=attention, gradient_checkpointing=False,
+                             packing=True).eval()
+    head = plugins.registry.create("reward_head", head_name, {})
+    torch.manual_seed(0)
+    return reward_net(backbone, head, head.build(backbone.config.hidden_size)).eval()
+
+
+def _examples(path, n=6):
+    from music_bt.data import encode_pairs
+    from music_bt.encoding import ConversationEncoder, TruncationStats
+    from transformers import AutoTokenizer
+
+    from music_core.data import PreferencePair
+    from music_core.jsonl import read_records
+
+    data = write_pairs(Path(str(path) + "-pairs.jsonl"), n=n)
+    enc = ConversationEncoder(AutoTokenizer.from_pretrained(path), 256)
+    return encode_pairs(enc, read_records(data, PreferencePair.from_dict), TruncationStats()), enc
+
+
+@pytest.mark.parametrize("head", ["last-token", "mean-pool", "per-turn"])
+def test_packed_and_padded_give_the_same_rewards(models, plugins, head):
+    import torch
+    from music_bt.batching import packed, padded
+
+    net = _net(models["decoder"], head, plugins)
+    varlen = _net(models["decoder"], head, plugins, attention="varlen")
+    examples, _ = _examples(models["decoder"])
+    with torch.no_grad():
+        a = net(packed(examples))  # sdpa over the block-diagonal mask transformers builds
+        v = varlen(packed(examples))  # each packed sequence attended on its own
+        b = net(padded(examples, pad_id=0))
+        singles = torch.cat([net(padded([e], pad_id=0)) for e in examples])
+    assert (a - b).abs().max() <= 1e-4 and (v - b).abs().max() <= 1e-4
+    assert (b - singles).abs().max() <= 1e-4  # batched and single scoring agree
+
+
+def test_every_trainable_parameter_changes_after_a_step(models, plugins, tmp_path):
+    import torch
+    from music_bt.batching import packed
+    from music_bt.loop import pair_loss
+
+    net = _net(models["decoder"], "last-token", plugins).train()
+    before = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    examples, _ = _examples(models["decoder"])
+    r = net(packed(examples))
+    loss, _, _ = pair_loss(r, torch.zeros(len(examples)), None)
+    loss.mean().backward()
+    opt.step()
+    unchanged = [n for n, p in net.named_parameters() if p.requires_grad and torch.equal(before[n], p.detach())]
+    assert not unchanged, unchanged
+
+
+# ---- training, export, resume ---------------------------------------------------------------
+
+@pytest.mark.parametrize("backbone,head", [("decoder", "last-token"), ("decoder", "per-turn"), ("encoder", "mean-pool")])
+def test_train_export_and_plain_transformers_scores_the_same(models, plugins, tmp_path, backbone, head):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = train(tmp_path, plugins, f"train.backbone={models[backbone]}", f"train.head={head}",
+                   "train.max_steps=6", "train.batch_size=8", "train.lr=3e-3")
+    out = Path(result.model_dir)
+    assert result.metrics["eval_accuracy"] >= 0.5 and (out / "README.md").exists()
+    spec = json.loads((out / "music_rm.json").read_text())
+    assert spec["remote_code"] == (head != "last-token")
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=spec["remote_code"]).eval()
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    if head == "last-token":
+        assert type(model).__name__ == "LlamaForSequenceClassification"  # native class, no remote code
+    tok = AutoTokenizer.from_pretrained(out)
+    convs = [json.loads(line)["chosen"] for line in open(tmp_path / "held.jsonl")][:4]
+    from music_bt.scorer import HFRewardScorer
+
+    ours = HFRewardScorer(str(out)).score(convs)
+    plain = []
+    for c in convs:  # the way a user would, with the saved tokenizer and chat template
+        text = tok.apply_chat_template(c, tokenize=False)
+        inputs = tok(text, return_tensors="pt", add_special_tokens=spec["add_special_tokens"])
+        with torch.no_grad():
+            plain.append(float(model(**inputs).logits[0, 0]))
+    assert max(abs(a - b) for a, b in zip(ours, plain)) <= 1e-4
+
+
+def test_default_minilm_trains_above_chance_on_learnable_pairs(plugins, tmp_path):
+    result = train(tmp_path, plugins, "train.max_steps=12", "train.batch_size=8", "train.lr=2e-4")
+    assert result.metrics["eval_accuracy"] > 0.5 and result.metrics["final_accuracy"] > 0.5
+    log = [json.loads(x) for x in open(Path(result.model_dir) / "train_log.jsonl")]
+    assert {"loss", "accuracy", "margin", "reward_mean", "reward_std", "tokens_per_s", "num_tokens"} <= set(log[0])
+
+
+def _train_cmd(out, data, held, dec, steps=8, extra=()):
+    return [sys.executable, "-m", "music_core", "train", f"run.output_dir={out}", "run.progress=false",
+            f"train.train_data={data}", f"train.eval_data={held}", f"train.backbone={dec}", "train.head=last-token",
+            "train.precision=fp32", f"train.max_steps={steps}", "train.batch_size=4", "train.save_every=2",
+            "train.log_every=1", *extra]
+
+
+def test_killed_and_resumed_training_ends_with_the_same_metrics(models, tmp_path):
+    data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
+    dec = tiny_decoder(tmp_path / "slowdec", layers=6)
+    env = {**os.environ, "MUSIC_TRAIN_STEP_DELAY_S": "0.4"}  # room to kill between checkpoints
+    subprocess.run(_train_cmd(tmp_path / "ref", data, held, dec), check=True, capture_output=True, env=env)
+    ref = json.loads((tmp_path / "ref" / "rm" / "metrics.json").read_text())
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(run, data, held, dec), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "rm" / "checkpoints").glob("step-0000004")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "rm" / "metrics.json").exists(), "the kill must land before the end"
+    subprocess.run(_train_cmd(run, data, held, dec), check=True, capture_output=True, env=env)
+    got = json.loads((run / "rm" / "metrics.json").read_text())
+    assert got["resumed_from_step"] >= 4
+    for key in ("eval_loss", "eval_accuracy", "eval_margin", "final_loss"):
+        assert abs(got[key] - ref[key]) < 1e-6, key
+    ref_log = [json.loads(x) for x in open(tmp_path / "ref" / "rm" / "train_log.jsonl")]
+    got_log = [json.loads(x) for x in open(run / "rm" / "train_log.jsonl")]
+    assert [r["step"] for r in got_log] == [r["step"] for r in ref_log]
+    assert all(abs(a["loss"] - b["loss"]) < 1e-6 for a, b in zip(got_log, ref_log))
