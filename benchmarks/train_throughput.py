@@ -171,6 +171,8 @@ def _loop(name, model, opt, pairs, steps, batch_pairs, device, make_batches, for
         t0 = time.perf_counter()
         mbs = make_batches(ps)
         for mb in mbs:
+            if hasattr(mb, "to"):
+                mb.to(device)  # packed micro-batches are built on the CPU
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 r = forward(mb)
             group = mb.pairs if hasattr(mb, "pairs") else mb[0]
