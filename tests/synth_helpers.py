@@ -20,11 +20,18 @@ def scripted_reply(messages: list[dict], index: int) -> str:
     digest = int(hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest(), 16)
     if "getting help from an AI" in system:  # the role-flipped user simulator
         return FOLLOW_UPS[(digest + index) % len(FOLLOW_UPS)]
+    if "impartial judge" in system:  # the pairwise judge: prefers the longer conversation, in either order
+        a = re.search(r"\[Conversation A\]\n(.*?)\n\n\[Conversation B\]", last, re.S)
+        b = re.search(r"\[Conversation B\]\n(.*?)\n\nWhich conversation", last, re.S)
+        la, lb = len(a.group(1)) if a else 0, len(b.group(1)) if b else 0
+        winner = "A" if la > lb else "B" if lb > la else "tie"
+        return json.dumps({"reasons": f"{la} vs {lb} characters", "winner": winner})
     if "rewrite a user's instruction" in system:  # instruction-contrast's rewriter
         m = re.search(r"Original instruction: (.*)\nModified instruction:", last, re.S)
         original = m.group(1).strip() if m else last
         return f"{original.rstrip('.?!')}, but only for experts."
-    return f"Answer {digest % 10_000}-{index}: a careful reply to '{last[:60]}'."
+    # candidates differ in length by sample index, so a length-loving RM has something to pick
+    return f"Answer {digest % 10_000}-{index}: a careful reply to '{last[:60]}'." + " More detail." * (index % 4)
 
 
 def synth_overrides(tmp_path, base_url: str, provider: str, key_env: str, model: str = "fake-model") -> list[str]:

@@ -217,3 +217,20 @@ def test_killed_and_resumed_training_ends_with_the_same_metrics(models, tmp_path
     got_log = [json.loads(x) for x in open(run / "rm" / "train_log.jsonl")]
     assert [r["step"] for r in got_log] == [r["step"] for r in ref_log]
     assert all(abs(a["loss"] - b["loss"]) < 1e-6 for a, b in zip(got_log, ref_log))
+
+
+def test_ddp_under_accelerate_launch_matches_one_process(models, tmp_path):
+    """Two CPU processes (gloo) split each step's micro-batches; the loss is scaled so the
+    summed gradient equals one process's, so the runs agree."""
+    data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
+    args = ["-m", "music_core", "train", "run.progress=false", f"train.train_data={data}", f"train.eval_data={held}",
+            f"train.backbone={models['decoder']}", "train.head=last-token", "train.precision=fp32", "train.max_steps=4",
+            "train.batch_size=8", "train.tokens_per_micro_batch=256"]
+    subprocess.run([sys.executable, *args, f"run.output_dir={tmp_path / 'one'}"], check=True, capture_output=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    out = subprocess.run([*launch, *args, f"run.output_dir={tmp_path / 'two'}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "rm" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "rm" / "metrics.json").read_text())
+    assert abs(one["eval_loss"] - two["eval_loss"]) < 1e-4 and abs(one["final_loss"] - two["final_loss"]) < 1e-4

@@ -43,6 +43,10 @@ def train(config_path, overrides):
 
     ctx = context(config_path, overrides)
     result = train_reward_model(ctx)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return  # under `accelerate launch`, one summary, from the main process
     echo_kv("train done", {"model": result.model_dir, **{k: v for k, v in result.metrics.items() if not isinstance(v, dict)}})
 
 

@@ -108,7 +108,7 @@ class MixConfig:
     synthetic_count: int | None = _f(None, "synthetic pairs to take (default: all)")
     original_count: int | None = _f(None, "original pairs to take (default: all)")
     synthetic_ratio: float | None = _f(None, "alternatively: synthetic share of the mix, 0..1 (paper: 31/104)")
-    eval_fraction: float = _f(0.2, "share of each source held out for evaluation")
+    eval_fraction: float = _f(0.3, "share of each source held out for evaluation (by conversation group)")
     dedupe: bool = _f(True, "drop pairs whose chosen and rejected conversations both repeat")
     seed: int = _f(0, "shuffle and split seed")
     output_dir: str | None = _f(None, "default: <output_dir>/mix")
@@ -135,10 +135,10 @@ class TrainConfig:
     output_dir: str | None = _f(None, "where the trained RM is saved (default: <output_dir>/rm)")
     max_length: int = _f(512, "token cap per conversation; longer ones lose their oldest turns")
     max_steps: int = _f(-1, "optimizer steps; -1 means epochs decide")
-    epochs: float = _f(3.0, "passes over the training pairs when max_steps is -1")
-    batch_size: int = _f(16, "pairs per optimizer step (summed over devices and accumulation)")
+    epochs: float = _f(6.0, "passes over the training pairs when max_steps is -1")
+    batch_size: int = _f(8, "pairs per optimizer step (summed over devices and accumulation)")
     tokens_per_micro_batch: int = _f(8192, "packed tokens per forward pass (chosen + rejected)")
-    lr: float = _f(5e-5, "peak learning rate")
+    lr: float = _f(1e-4, "peak learning rate")
     head_lr: float | None = _f(None, "learning rate of the head (default: lr)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     warmup_ratio: float = _f(0.1, "share of steps spent warming up")
@@ -167,19 +167,22 @@ class PromptSetConfig(DataSourceConfig):
 @dataclass
 class BonConfig:
     prompt_sets: dict[str, PromptSetConfig] = field(
-        default_factory=lambda: {"builtin": PromptSetConfig()},
-        metadata={"help": "named prompt sets (the paper: anthropic-hh, ultrainteract)"})
+        default_factory=dict,
+        metadata={"help": "named prompt sets (the paper: anthropic-hh, ultrainteract); empty: the built-in set"})
     turns: int = _f(2, "H: assistant turns per conversation (paper: 3)")
     n: list[int] = _f([1, 2, 4], "candidates per turn; N=1 is the single-sample baseline")
     judge: str = _f("pairwise", "registered judge")
     judge_options: dict[str, Any] = _f({}, "options of the judge")
+    greedy_baseline: bool = _f(False, "N=1 decodes greedily (the paper's 'BoN vs greedy'); else one sample")
+    concurrency: int = _f(32, "conversations in flight at once")
     bootstrap: int = _f(1000, "bootstrap resamples for 95% intervals")
-    seed: int = _f(0, "seed of the user simulator and the bootstrap")
+    seed: int = _f(0, "seed of the bootstrap")
 
 
 @dataclass
 class RewardBenchConfig:
-    path: str | None = _f(None, "RewardBench v1 data: hub id (allenai/reward-bench) or local file/folder")
+    path: str | None = _f("builtin", "RewardBench v1 data: hub id (allenai/reward-bench), a local file/folder, "
+                          "'builtin' (a 46-example set in its schema written for this project; not RewardBench), or null")
     split: str = _f("filtered", "split to score")
     batch_size: int = _f(16, "conversations per scoring batch (length-sorted)")
 

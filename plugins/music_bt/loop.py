@@ -123,14 +123,19 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
                 # mean over the step's pairs, whatever the micro-batch split and process count
                 acc.backward(loss.sum() * world / cfg.batch_size)
             sums["loss"] += float(loss.detach().sum())
-            sums["correct"] += int((r_c > r_r).sum())
-            sums["margin"] += float((r_c - r_r).sum())
+            sums["correct"] += int((r_c > r_r).detach().sum())
+            sums["margin"] += float((r_c - r_r).detach().sum())
             sums["pairs"] += len(mb.pairs)
             sums["real"] += mb.real_tokens
             sums["computed"] += mb.computed_tokens
             rewards_seen += r.detach().float().tolist()
         if not mbs:  # more processes than micro-batches: still join the gradient all-reduce
             acc.backward(sum(p.sum() for p in net.parameters() if p.requires_grad) * 0.0)
+        if world > 1:  # every process saw part of the step: metrics are over all of it
+            keys = ["loss", "correct", "margin", "pairs", "real", "computed"]
+            summed = acc.reduce(torch.tensor([float(sums[k]) for k in keys], device=device), reduction="sum")
+            sums = dict(zip(keys, summed.tolist()))
+            rewards_seen = acc.gather_for_metrics(torch.tensor(rewards_seen or [0.0], device=device)).tolist()
         grad_norm = float(acc.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
         optimizer.step()
         scheduler.step()
@@ -176,7 +181,10 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
         acc.log({f"eval/{k}": v for k, v in final_eval.items()}, step=steps)
         acc.end_training()
     acc.wait_for_everyone()
-    return acc.unwrap_model(net), acc, metrics
+    # Sharded strategies hold no full weights anywhere: every rank takes part in the gather.
+    sharded = acc.distributed_type.name in ("FSDP", "DEEPSPEED")
+    full_state = acc.get_state_dict(net) if sharded else None
+    return acc.unwrap_model(net), acc, {**metrics, "_full_state": full_state}
 
 
 def resolve_precision(requested: str) -> str:

@@ -29,9 +29,9 @@ class HFRewardScorer(RewardScorer):
             raise MusicError(f"{path}: not a reward model saved by music (no music_rm.json)")
         self.spec = json.loads(spec_path.read_text())
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tok = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=bool(self.spec.get("remote_code"))).to(self.device).eval()
+        remote = bool(self.spec.get("remote_code"))  # our own modeling file, written at export
+        self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=remote).to(self.device).eval()
         self.encoder = ConversationEncoder(self.tok, int(self.spec["max_length"]))
         self.batch_size = batch_size
         self.pad_id = self.model.config.pad_token_id

@@ -79,14 +79,17 @@ class BradleyTerryTrainer(Trainer):
                  "head": cfg.head}
         net, acc, metrics = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra)
+        full_state = metrics.pop("_full_state", None)
         if acc.is_main_process:
+            if full_state is not None:
+                net.load_state_dict(full_state)  # the gathered weights of a sharded run
             if cfg.lora.enabled:
                 net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
             native = head.native_export and decoder
             export(net, tok, out_dir=out_dir, head_name=cfg.head, pooling=head.pooling,
                    combine=getattr(getattr(head, "opts", None), "combine", None), eom_id=encoder.eom_id, pad_id=pad_id,
                    max_length=cfg.max_length, native=native, card=model_card(cfg, metrics, native),
-                   extra={"backbone": cfg.backbone, "add_special_tokens": encoder.add_special})
+                   extra={"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name})
             write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
         acc.wait_for_everyone()
         return TrainResult(model_dir=str(out_dir), metrics=metrics)

@@ -1,0 +1,47 @@
+"""Running evaluators: reward models by name, scorers loaded through the trainer that made them,
+results written as JSON and Markdown under ``<output_dir>/eval/<evaluator>/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .contracts import EvalReport, RewardScorer
+from .errors import ConfigError, MusicError
+from .jsonl import write_text_atomic
+
+
+def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
+    """The scorer of an RM folder, from the trainer named in its ``music_rm.json`` (RMs saved
+    elsewhere, any HF sequence-classification folder, go through ``bradley-terry``'s scorer)."""
+    path = Path(model_dir)
+    if not path.exists():
+        raise MusicError(f"reward model folder not found: {path}")
+    spec_path = path / "music_rm.json"
+    trainer = json.loads(spec_path.read_text()).get("trainer", "bradley-terry") if spec_path.exists() else "bradley-terry"
+    return ctx.component("trainer", trainer).load_scorer(str(path))
+
+
+def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, str]:
+    rms = dict(given or ctx.config.eval.reward_models)
+    if not rms:
+        defaults = {n: str(ctx.rm_dir(n)) for n in ("baseline", "music") if (ctx.rm_dir(n) / "config.json").exists()}
+        rms = defaults
+    if not rms:
+        raise ConfigError("config key 'eval.reward_models': no reward models to evaluate "
+                          "(set eval.reward_models.NAME=PATH, pass --rm NAME=PATH, or run `music run`)")
+    return rms
+
+
+def run_evaluator(ctx: Any, name: str, reward_models: dict[str, str] | None = None) -> dict[str, Any]:
+    rms = resolve_reward_models(ctx, reward_models)
+    evaluator = ctx.component("evaluator", name)
+    report: EvalReport = evaluator.run(rms)
+    out = ctx.eval_dir() / name
+    results_path, md_path = out / "results.json", out / "report.md"
+    write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results},
+                                               indent=2, default=str) + "\n")
+    write_text_atomic(md_path, report.markdown)
+    return {"results_path": str(results_path), "markdown_path": str(md_path), "figures": report.figures,
+            "report": report}

@@ -1,0 +1,94 @@
+"""``music run --dry-run``: the plan, the calls per role and estimated tokens, calling nothing.
+
+Counts are exact for the configured sizes (before retries); token counts are estimates:
+completions at 70% of each endpoint's max_tokens, prompts growing with the conversation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import click
+
+
+def estimate(ctx: Any) -> dict[str, dict[str, float]]:
+    c = ctx.config
+    rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def ep(role: str) -> Any:
+        name = getattr(c.roles, role) or c.roles.assistant_simulator
+        return c.models[name]
+
+    def add(role: str, calls: float, samples: float, prompt_tok: float) -> None:
+        r = rows[role]
+        r["calls"] += calls
+        r["samples"] += samples
+        r["prompt_tokens"] += calls * prompt_tok
+        r["completion_tokens"] += samples * 0.7 * ep(role).max_tokens
+
+    if "synth" in c.run.stages:
+        seeds, t_max = c.seeds.limit or 0, c.synth.turns
+        turn_tok = 0.7 * ep("assistant_simulator").max_tokens + 40  # one exchange
+        for t in range(1, t_max + 1):
+            ctx_tok = 150 + (t - 1) * 2 * turn_tok
+            add("assistant_simulator", 2 * seeds, 2 * seeds, ctx_tok + 40)
+            if c.synth.strategy == "instruction-contrast":
+                add("contrast", seeds, seeds, 350)
+            if t < t_max:
+                sims = 1 if c.synth.shared_user_turns else 2
+                add("user_simulator", sims * seeds, sims * seeds, 250 + min(4, 2 * t) * turn_tok / 2)
+    if "eval" in c.run.stages and "best-of-n" in c.eval.evaluators:
+        b = c.eval.bon
+        from .config.schema import PromptSetConfig
+
+        prompts = sum(ps.limit or 0 for ps in (b.prompt_sets or {"builtin": PromptSetConfig()}).values())
+        rms = max(2, len(c.eval.reward_models))
+        bigger = [n for n in b.n if n > 1]
+        dialogues = prompts * (1 + rms * len(bigger))
+        turn_tok = 0.7 * ep("policy").max_tokens + 40
+        for t in range(1, b.turns + 1):
+            ctx_tok = 60 + (t - 1) * 2 * turn_tok
+            samples = prompts * (1 + rms * sum(bigger))
+            add("policy", dialogues, samples, ctx_tok)
+            if t < b.turns:
+                add("user_simulator", dialogues, dialogues, 250 + ctx_tok)
+        comparisons = prompts * len(bigger) * (rms + rms * (rms - 1) / 2)
+        add("judge", 2 * comparisons, 2 * comparisons, 300 + 2 * (60 + b.turns * 2 * turn_tok))
+    return rows
+
+
+def print_plan(ctx: Any) -> None:
+    c = ctx.config
+    click.echo(f"music run plan (dry run: nothing is called) -> {c.run.output_dir}")
+    for stage in c.run.stages:
+        if stage == "synth":
+            click.echo(f"  synth: {c.seeds.limit or 'all'} seeds from {c.seeds.source}"
+                       f"{' ' + c.seeds.path if c.seeds.path else ''}, T={c.synth.turns}, strategy {c.synth.strategy}"
+                       f" (fallback {c.synth.fallback_strategy}), filter {c.synth.filter}")
+        elif stage == "mix":
+            click.echo(f"  mix: synthetic {c.mix.synthetic_count or 'all'} + original {c.mix.original_count or 'all'} "
+                       f"from {c.mix.original.source}{' ' + c.mix.original.path if c.mix.original.path else ''}, "
+                       f"eval fraction {c.mix.eval_fraction}")
+        elif stage == "train":
+            t = c.train
+            click.echo(f"  train x2 (baseline: original only; music: the mix): {t.trainer}, {t.head} head on {t.backbone}, "
+                       f"max length {t.max_length}, {t.max_steps if t.max_steps > 0 else str(t.epochs) + ' epochs'} "
+                       f"{'steps' if t.max_steps > 0 else ''}, batch {t.batch_size}, lr {t.lr}")
+        elif stage == "eval":
+            b = c.eval.bon
+            click.echo(f"  eval: {', '.join(c.eval.evaluators)}; Best-of-N on {', '.join(b.prompt_sets) or 'builtin'} "
+                       f"(H={b.turns}, N in {list(b.n)}, judge {b.judge}); RewardBench data {c.eval.rewardbench.path}")
+    rows = estimate(ctx)
+    click.echo("\n  role                 endpoint                                   calls    samples   prompt tok  completion tok   est. USD")
+    total = 0.0
+    for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge"):
+        if role not in rows:
+            continue
+        r = rows[role]
+        name = getattr(c.roles, role) or c.roles.assistant_simulator
+        ep = c.models[name]
+        usd = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
+        total += usd
+        click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':42s} {r['calls']:>7.0f} "
+                   f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} {usd:>10.2f}")
+    click.echo(f"\n  estimated cost: ${total:.2f} (set models.<name>.price_input_per_mtok / price_output_per_mtok)")

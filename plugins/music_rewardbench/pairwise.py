@@ -1,0 +1,66 @@
+"""``pairwise-accuracy``: how often each RM scores chosen above rejected on held-out pairs,
+overall, by source, by contrast strategy, and by the turn where the branches first differ."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from music_core.contracts import EvalReport, Evaluator
+from music_core.data import PreferencePair
+from music_core.errors import MusicError
+from music_core.evaluation import load_scorer
+from music_core.formats import load_pairs
+
+
+def first_divergent_turn(pair: PreferencePair) -> int:
+    """1-based index of the assistant turn at or before which chosen and rejected first differ."""
+    turn = 0
+    for c, r in zip(pair.chosen, pair.rejected):
+        if c["role"] == "assistant":
+            turn += 1
+        if c != r:
+            return max(turn, 1) if c["role"] == "assistant" else turn + 1
+    return turn
+
+
+class PairwiseAccuracy(Evaluator):
+    name = "pairwise-accuracy"
+    command = "pairwise"
+    description = "accuracy on held-out pairs, by source, contrast strategy and first divergent turn"
+
+    def run(self, reward_models: dict[str, str]) -> EvalReport:
+        cfg = self.ctx.config.eval.pairwise
+        path = cfg.data or str(self.ctx.mix_dir() / "eval.jsonl")
+        if not Path(path).exists() and not cfg.data:
+            raise MusicError(f"pairwise-accuracy: {path} not found (run `music mix`, or set eval.pairwise.data)")
+        pairs = load_pairs(path)  # our pairs, or any Skywork/TRL/ShareGPT file; a bad line names file:line
+        results: dict[str, Any] = {"data": path, "pairs": len(pairs), "models": {}}
+        for name, rm in reward_models.items():
+            scorer = load_scorer(self.ctx, rm)
+            rc = scorer.score([p.chosen for p in pairs])
+            rr = scorer.score([p.rejected for p in pairs])
+            groups: dict[str, dict[str, list[int]]] = {"source": defaultdict(list), "strategy": defaultdict(list),
+                                                       "first_divergent_turn": defaultdict(list)}
+            hits = []
+            for p, c, r in zip(pairs, rc, rr):
+                ok = 1 if c > r else 0
+                hits.append(ok)
+                groups["source"][p.source].append(ok)
+                groups["strategy"][str(p.meta.get("strategy", "original"))].append(ok)
+                groups["first_divergent_turn"][str(first_divergent_turn(p))].append(ok)
+            results["models"][name] = {
+                "accuracy": sum(hits) / len(hits) if hits else float("nan"),
+                **{g: {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(d.items())} for g, d in groups.items()},
+            }
+        return EvalReport(self.name, results, to_markdown(results))
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = ["## Pairwise accuracy on held-out pairs", "", f"`{r['data']}`: {r['pairs']} pairs.", "",
+             "| reward model | overall | by source | by strategy | by first divergent turn |", "|---|---|---|---|---|"]
+    fmt = lambda d: ", ".join(f"{k} {v['accuracy']:.2f} (n={v['n']})" for k, v in d.items())  # noqa: E731
+    for name, m in r["models"].items():
+        lines.append(f"| {name} | {m['accuracy']:.3f} | {fmt(m['source'])} | {fmt(m['strategy'])} | {fmt(m['first_divergent_turn'])} |")
+    return "\n".join(lines) + "\n"
