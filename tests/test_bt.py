@@ -234,3 +234,22 @@ def test_ddp_under_accelerate_launch_matches_one_process(models, tmp_path):
     one = json.loads((tmp_path / "one" / "rm" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "rm" / "metrics.json").read_text())
     assert abs(one["eval_loss"] - two["eval_loss"]) < 1e-4 and abs(one["final_loss"] - two["final_loss"]) < 1e-4
+
+
+def test_lora_trains_adapters_and_head_and_exports_a_plain_model(models, plugins, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    result = train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.head=last-token",
+                   "train.lora.enabled=true", "train.lora.r=4", "train.max_steps=4", "train.batch_size=8", "train.lr=5e-3")
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)  # merged: no peft needed
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert result.metrics["steps"] == 4 and torch.isfinite(torch.tensor(result.metrics["eval_loss"]))
+
+
+def test_qlora_without_a_gpu_is_a_clear_config_error(models, plugins, tmp_path):
+    from music_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lora.quantize_4bit"):
+        train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.lora.enabled=true",
+              "train.lora.quantize_4bit=true", "train.max_steps=1")
