@@ -25,7 +25,7 @@ def _need_path(cfg: DataSourceConfig, name: str) -> str:
 
 class BuiltinSource(SeedSource):
     name = "builtin"
-    description = "69 multi-turn preference pairs written for this project (their chosen sides are the seeds)"
+    description = "101 multi-turn preference pairs written for this project (their chosen sides are the seeds)"
     provides = ("conversations", "pairs")
 
     def load_pairs(self, cfg: DataSourceConfig) -> list[PreferencePair]:
