@@ -5,7 +5,6 @@ others (synthesis and training resume on their own)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -105,18 +104,9 @@ def _steps(ctx: Any, stage: str):
 
 
 def _synth(ctx: Any) -> dict[str, Any]:
-    from .synth import report
-    from .synth.runner import synthesize
+    from .synth.runner import run_synth
 
-    async def go():
-        try:
-            return await synthesize(ctx)
-        finally:
-            await ctx.aclose()
-
-    stats = asyncio.run(go())
-    report.write(ctx.synth_output(), stats["usage"])
-    return {k: v for k, v in stats.items() if k != "usage"}
+    return {k: v for k, v in run_synth(ctx).items() if k != "usage"}
 
 
 def _train(ctx: Any, rm: str, data: str) -> dict[str, Any]:

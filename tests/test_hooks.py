@@ -54,15 +54,9 @@ def echo_ctx(tmp_path, plugins, *extra):
 
 
 def synth(ctx):
-    from music_core.synth.runner import synthesize
+    from music_core.synth.runner import run_synth
 
-    async def go():
-        try:
-            return await synthesize(ctx)
-        finally:
-            await ctx.aclose()
-
-    return asyncio.run(go())
+    return run_synth(ctx)
 
 
 class EchoPlugin:

@@ -34,22 +34,10 @@ def server(provider: str, **kw):
 
 
 def run_synth(overrides, plugins):
-    import asyncio
-
-    from music_core.synth import report
-    from music_core.synth.runner import synthesize
+    from music_core.synth.runner import run_synth as stage
 
     ctx = RunContext(load_config(None, overrides), plugins.registry)
-
-    async def go():
-        try:
-            return await synthesize(ctx)
-        finally:
-            await ctx.aclose()
-
-    stats = asyncio.run(go())
-    report.write(ctx.synth_output(), stats["usage"])
-    return ctx, stats
+    return ctx, stage(ctx)
 
 
 def read_pairs(path):

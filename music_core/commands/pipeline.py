@@ -6,7 +6,7 @@ import click
 
 from music_core.cli import config_options
 
-from .common import context, echo_kv, run_async
+from .common import context, echo_kv
 
 
 @click.command()
@@ -14,14 +14,16 @@ from .common import context, echo_kv, run_async
 @click.option("--shard", default=None, metavar="I/N", help="synthesize seeds i, i+n, ... into a shard file")
 def synth(config_path, overrides, shard):
     """Roll out MUSIC pairs from seed conversations (resumable: rerun to continue)."""
-    from music_core.synth import report
-    from music_core.synth.runner import synthesize
+    from music_core import progress
+    from music_core.synth.runner import run_synth
 
     ctx = context(config_path, overrides, [f"synth.shard={shard}"] if shard else None)
-    stats = run_async(ctx, lambda: synthesize(ctx))
-    json_path, md_path = report.write(ctx.synth_output(), stats["usage"])
+    try:
+        stats = run_synth(ctx)
+    finally:
+        progress.stop()
     echo_kv("synth done", {"pairs written": stats["written"], "errors": stats["errors"], "filtered": stats["filtered"],
-                           "already done": stats["already_done"], "output": stats["output"], "report": md_path})
+                           "already done": stats["already_done"], "output": stats["output"], "report": stats["report"]})
 
 
 @click.command()

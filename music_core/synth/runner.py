@@ -158,3 +158,18 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
     stats["output"] = str(out)
     return stats
 
+
+
+def run_synth(ctx: Any) -> dict[str, Any]:
+    """The whole synth stage: synthesize, write the report, release endpoints and threads."""
+    from . import report
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await synthesize(ctx)
+        finally:
+            await ctx.aclose()
+
+    stats = asyncio.run(go())
+    stats["report"] = str(report.write(ctx.synth_output(), stats["usage"])[1])
+    return stats
