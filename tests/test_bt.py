@@ -151,7 +151,8 @@ def test_every_trainable_parameter_changes_after_a_step(models, plugins, tmp_pat
 
 # ---- training, export, resume ---------------------------------------------------------------
 
-@pytest.mark.parametrize("backbone,head", [("decoder", "last-token"), ("decoder", "per-turn"), ("encoder", "mean-pool")])
+@pytest.mark.parametrize("backbone,head", [("decoder", "last-token"), ("decoder", "per-turn"), ("encoder", "mean-pool"),
+                                          ("encoder", "per-turn")])
 def test_train_export_and_plain_transformers_scores_the_same(models, plugins, tmp_path, backbone, head):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
