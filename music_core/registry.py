@@ -84,7 +84,9 @@ class Registry:
                 raise PluginError(f"{spec.label} {cname!r} is registered twice: by plugin "
                                   f"{existing.plugin!r} and by plugin {plugin!r}; rename one or block a plugin "
                                   f"with MUSIC_BLOCK_PLUGINS")
-            module = getattr(component, "__module__", None) or type(component).__module__
+            # a click command's own module is click's; where it was written is its callback's
+            owner = getattr(component, "callback", None) if spec.key == "command" else component
+            module = getattr(owner, "__module__", None) or type(component).__module__
             self._items[kind][cname] = Registered(kind, cname, component, plugin, module, distribution, version)
 
         return register
