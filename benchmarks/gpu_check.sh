@@ -6,19 +6,30 @@ set -uo pipefail
 OUT=${OUT:-benchmarks/results}
 PRESET=${PRESET:-gemma2-2b}
 SCALE=${SCALE:-"--steps 4 --batch-pairs 16"}
+TOKENS=${TOKENS:-16384}
 export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
 python3 -m pip install -q --no-index --find-links .wheels omegaconf 2>&1 | tail -1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-BENCH="python3 benchmarks/train_throughput.py --preset $PRESET $SCALE"  # split on purpose: timeout runs no functions
 
-# 1. packed (flex attention) vs the padded recipe (eager: HF's advice for Gemma-2 without
-#    flash-attn), both with gradient checkpointing, 16k-token budget
-timeout 320 $BENCH --budget 16384 --checkpointing --out "$OUT/train_throughput_${PRESET}" 2>&1 | tail -12
-if [ ! -f "$OUT/train_throughput_${PRESET}.json" ]; then
-  echo "flex attention failed: packed falls back to per-sequence attention (music_varlen)"
-  timeout 200 $BENCH --budget 16384 --checkpointing --packed-attn music_varlen --out "$OUT/train_throughput_${PRESET}" 2>&1 | tail -12
+# 1. music_flex: exact with gradients against eager? which Triton block sizes compile at head_dim 256?
+timeout 130 python3 benchmarks/flex_probe.py --tokens "$TOKENS" --out "$OUT/flex_probe_${PRESET}" 2>&1 \
+  | tee "$OUT/flex_probe.log" | grep -v "^ " | tail -40
+BEST=$(grep -o 'BEST_KERNEL_OPTIONS=.*' "$OUT/flex_probe.log" | tail -1 | cut -d= -f2-)
+echo "best kernel options: ${BEST:-probe did not finish}"
+if [ -n "$BEST" ] && [ "$BEST" != "default" ] && [ "$BEST" != "none" ]; then
+  export MUSIC_FLEX_KERNEL_OPTIONS="$BEST"
 fi
-# 2. packed without checkpointing (8k budget fits in memory): the MFU the trainer reaches
-timeout 150 $BENCH --budget 8192 --only packed --out "$OUT/train_throughput_${PRESET}_packed_no_ckpt" 2>&1 | tail -6
+ATTN=${ATTN:-"--packed-attn music_flex"}  # ATTN="--packed-attn music_varlen" to rehearse on a CPU
+[ "$BEST" = "none" ] && ATTN="--packed-attn music_varlen"
+
+BENCH="python3 benchmarks/train_throughput.py --preset $PRESET $SCALE"  # split on purpose: timeout runs no functions
+# 2. packed vs the padded recipe (eager: HF's advice for Gemma-2 without flash-attn), both with
+#    gradient checkpointing, 16k-token budget
+timeout 210 $BENCH $ATTN --budget 16384 --checkpointing --out "$OUT/train_throughput_${PRESET}" 2>&1 \
+  | tee "$OUT/train_throughput.log" | grep -v "^ " | tail -14
+# 3. packed with every layer compiled (train.compile): the norms, GeLU and soft-cap fused
+timeout 170 $BENCH $ATTN --budget 16384 --checkpointing --compile --warmup 3 --only packed \
+  --out "$OUT/train_throughput_${PRESET}_compiled" 2>&1 | tee "$OUT/train_throughput_compiled.log" | grep -v "^ " | tail -8
 ls -la "$OUT"

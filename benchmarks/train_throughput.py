@@ -39,7 +39,7 @@ from music_bt.loop import pair_loss  # noqa: E402
 from music_bt.model import reward_net  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-WARMUP = 2  # flex attention compiles once for the first shape and once more with dynamic shapes
+WARMUP = 2  # flex attention compiles once for the first shape and once more with dynamic shapes (--warmup)
 PRESETS = {
     # a small decoder for a 2-core CPU (SmolLM2's vocabulary and layout, fewer and narrower layers)
     "cpu-small": dict(arch="llama", vocab_size=49152, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
@@ -103,20 +103,24 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, packed_attn) -> dict:
+def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, packed_attn, compile_layers) -> dict:
     from transformers import AutoModel
 
     torch.manual_seed(0)
     cfg = type(cfg).from_dict(cfg.to_dict())
     cfg._attn_implementation = packed_attn
-    if packed_attn == "music_varlen":  # per-sequence attention inside packed rows (music_bt/varlen.py)
-        from music_bt.varlen import register
+    if packed_attn in ("music_varlen", "music_flex"):  # music_bt/varlen.py, music_bt/flex.py
+        from music_bt import flex, varlen
 
-        register()
+        (varlen if packed_attn == "music_varlen" else flex).register()
     with torch.device(device):  # initialise on the device: a 2.6B model initialised on CPU takes minutes
         backbone = AutoModel.from_config(cfg, dtype=dtype)
     if checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compile_layers:
+        from music_bt.model import compile_each_layer
+
+        compile_each_layer(backbone)
     head = LastTokenHead()
     net = reward_net(backbone, head, head.build(cfg.hidden_size).to(device)).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5, fused=device == "cuda")
@@ -181,6 +185,8 @@ def _loop(name, model, opt, pairs, steps, batch_pairs, device, make_batches, for
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
+        print(f"[{name}] step {step + 1}/{steps + WARMUP}{' (warm-up)' if step < WARMUP else ''}: "
+              f"{time.perf_counter() - t0:.2f} s, {len(mbs)} micro-batches", file=sys.stderr, flush=True)
         if step >= WARMUP:
             times.append(time.perf_counter() - t0)
             for mb in mbs:
@@ -214,6 +220,7 @@ def matmul_ceiling_tflops() -> float:
 
 
 def main() -> None:
+    global WARMUP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
     ap.add_argument("--steps", type=int, default=4)
@@ -221,19 +228,22 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=8192, help="tokens per packed micro-batch")
     ap.add_argument("--median", type=float, default=1200)
     ap.add_argument("--cap", type=int, default=4096)
-    ap.add_argument("--packed-attn", default=None, help="packed attention (default: music_varlen on CPU, flex_attention on GPU)")
+    ap.add_argument("--packed-attn", default=None, help="packed attention (default: music_varlen on CPU, music_flex on GPU)")
     ap.add_argument("--padded-attn", default=None, help="the padded recipe's attention (default: sdpa; eager for models "
                     "with soft-capping, which sdpa refuses: HF's advice for Gemma-2 without flash-attn)")
     ap.add_argument("--checkpointing", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="packed: torch.compile each transformer layer (train.compile)")
     ap.add_argument("--only", choices=["packed", "padded"], default=None)
+    ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed first steps (compilation)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    WARMUP = args.warmup
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cfg = make_config(args.preset, "sdpa")
-    packed_attn = args.packed_attn or ("flex_attention" if device == "cuda" else "music_varlen")
+    packed_attn = args.packed_attn or ("music_flex" if device == "cuda" else "music_varlen")
     padded_attn = args.padded_attn or ("eager" if getattr(cfg, "attn_logit_softcapping", None) else "sdpa")
-    attn = f"packed {packed_attn}, padded {padded_attn}"
+    attn = f"packed {packed_attn}{' + compiled layers' if args.compile else ''}, padded {padded_attn}"
     pairs = make_pairs((args.steps + WARMUP) * args.batch_pairs, args.median, args.cap, cfg.vocab_size, seed=0)
     rows = []
     ceiling = matmul_ceiling_tflops() if device == "cuda" else None
@@ -248,10 +258,23 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             continue
-        if variant == "packed":
-            row = run_packed(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype, args.checkpointing, packed_attn)
-        else:
-            row = run_padded(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype, args.checkpointing, padded_attn)
+        try:
+            if variant == "packed":
+                row = run_packed(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype, args.checkpointing,
+                                 packed_attn, args.compile)
+            else:
+                row = run_padded(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype,
+                                 args.checkpointing, padded_attn)
+        except Exception as exc:  # noqa: BLE001 - on a lent GPU one failed variant must not cost the other's numbers
+            import traceback
+
+            traceback.print_exc()
+            rows.append({"variant": variant, "error": f"{type(exc).__name__}: {str(exc)[:500]}"})
+            print(json.dumps(rows[-1]), flush=True)
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            continue
         useful = sum(flops_per_pair(cfg, p) for p in row.pop("_pairs"))
         row["model_tflops_per_s"] = round(useful / row.pop("_elapsed") / 1e12, 2)
         if ceiling:
@@ -261,10 +284,12 @@ def main() -> None:
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-    speedup = rows[0]["real_tokens_per_s"] / rows[1]["real_tokens_per_s"] if len(rows) == 2 else None
+    ok = len(rows) == 2 and all("real_tokens_per_s" in r for r in rows)
+    speedup = rows[0]["real_tokens_per_s"] / rows[1]["real_tokens_per_s"] if ok else None
     device_name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     result = {"benchmark": "train_throughput", "device": device_name, "torch": torch.__version__,
-              "preset": args.preset, "attention": attn, "checkpointing": args.checkpointing, "steps": args.steps,
+              "preset": args.preset, "attention": attn, "checkpointing": args.checkpointing, "compile": args.compile,
+              "flex_kernel_options": os.environ.get("MUSIC_FLEX_KERNEL_OPTIONS"), "steps": args.steps,
               "batch_pairs": args.batch_pairs, "packed_budget_tokens": args.budget,
               "length_distribution": f"log-normal median {args.median}, sigma 0.6, cap {args.cap}",
               "bf16_matmul_ceiling_tflops": round(ceiling, 1) if ceiling else None,
@@ -273,7 +298,8 @@ def main() -> None:
     out = args.out or RESULTS / f"train_throughput_{args.preset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["variant", "real_tokens_per_s", "padding_waste", "peak_memory_gib", "model_tflops_per_s"] + (
+    cols = ["variant"] + (["error"] if any("error" in r for r in rows) else [])
+    cols += ["real_tokens_per_s", "padding_waste", "peak_memory_gib", "model_tflops_per_s"] + (
         ["mfu_vs_measured_ceiling"] if ceiling else [])
     md = [f"# Train throughput: packed vs padded ({args.preset})", "",
           f"`python benchmarks/train_throughput.py --preset {args.preset}` on {device_name}, torch {torch.__version__}, "

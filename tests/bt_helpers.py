@@ -25,6 +25,27 @@ def tiny_decoder(path: Path, layers: int = 2) -> Path:
     return path
 
 
+def tiny_gemma2(path: Path, sliding_window: int = 16) -> Path:
+    """Gemma-2's attention quirks in miniature: logit soft-capping and a sliding window shorter
+    than the test conversations, on alternate layers."""
+    import torch
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2Model
+
+    from music_core.assets import resolve_model
+
+    if (path / "config.json").exists():
+        return path
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    cfg = Gemma2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=sliding_window,
+                       attn_logit_softcapping=5.0, query_pre_attn_scalar=16, max_position_embeddings=2048,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    Gemma2Model(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def tiny_encoder(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bt_helpers import tiny_decoder, tiny_encoder, write_pairs
+from bt_helpers import tiny_decoder, tiny_encoder, tiny_gemma2, write_pairs
 
 from music_core.config import load_config
 from music_core.context import RunContext
@@ -21,7 +21,8 @@ from music_core.context import RunContext
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {"decoder": tiny_decoder(root / "dec"), "encoder": tiny_encoder(root / "enc")}
+    return {"decoder": tiny_decoder(root / "dec"), "encoder": tiny_encoder(root / "enc"),
+            "gemma2": tiny_gemma2(root / "gemma2")}
 
 
 def train(tmp_path, plugins, *overrides):
@@ -130,6 +131,66 @@ def test_packed_and_padded_give_the_same_rewards(models, plugins, head):
         singles = torch.cat([net(padded([e], pad_id=0)) for e in examples])
     assert (a - b).abs().max() <= 1e-4 and (v - b).abs().max() <= 1e-4
     assert (b - singles).abs().max() <= 1e-4  # batched and single scoring agree
+
+
+@pytest.mark.parametrize("attention", ["flex", "varlen"])
+def test_packed_softcapped_sliding_window_attention_matches_eager(models, plugins, attention):
+    """Gemma-2's soft-capping and sliding window, packed (music_flex: a document-causal block mask
+    with the cap as a score_mod; music_varlen: per sequence) against the model's own eager
+    attention on padded batches; with gradients where the kernel has a CPU backward (flex
+    attention's backward is GPU-only: benchmarks/flex_probe.py checks it there)."""
+    import torch
+    from music_bt.batching import packed, padded
+
+    examples, _ = _examples(models["gemma2"])
+    assert max(len(e.chosen.ids) for e in examples) > 16  # longer than the window: it must bite
+    eager = _net(models["gemma2"], "per-turn", plugins, attention="eager")
+    fast = _net(models["gemma2"], "per-turn", plugins, attention=attention)
+    assert fast.backbone.config._attn_implementation == f"music_{attention}"
+    with torch.set_grad_enabled(attention == "varlen"):
+        ref = eager(padded(examples, pad_id=0))
+        got = fast(packed(examples))
+    assert (got - ref).abs().max() <= 1e-4
+    if attention == "varlen":
+        ref.sum().backward()
+        got.sum().backward()
+        for (name, a), b in zip(eager.named_parameters(), fast.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-3), name
+    with torch.no_grad():  # padded batches through music_flex take the model's eager attention
+        assert (fast(padded(examples, pad_id=0)) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("window", [None, 16, 130])
+def test_flex_block_masks_from_boundaries_equal_create_block_mask(window):
+    """music_flex derives its block masks from sequence boundaries at block granularity; they
+    must equal what torch's create_block_mask evaluates token by token, full blocks included
+    (a block wrongly marked full would skip the mask), and attend identically."""
+    import random
+
+    import torch
+    from music_bt import flex
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    rng = random.Random(window or 0)
+    for _ in range(4):
+        lengths = [rng.randrange(1, 300) for _ in range(rng.randrange(1, 7))]
+        total = sum(lengths)
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+        got = flex.block_masks(cu, total, {window})[window]
+        doc = torch.bucketize(torch.arange(total), cu[1:].long(), right=True)
+
+        def mask_mod(b, h, q, kv, doc=doc):
+            ok = (doc[q] == doc[kv]) & (q >= kv)
+            return ok & (q - kv < window) if window else ok
+
+        ref = create_block_mask(mask_mod, 1, None, total, total, device="cpu")
+        assert torch.equal(got.to_dense(), ref.to_dense())
+        for mask in (got, ref):
+            mask.full_blocks = {(i, int(j)) for i in range(mask.full_kv_num_blocks.shape[-1])
+                                for j in mask.full_kv_indices[0, 0, i, : mask.full_kv_num_blocks[0, 0, i]]}
+        assert got.full_blocks == ref.full_blocks
+        q, k, v = (torch.randn(1, 2, total, 16) for _ in range(3))
+        assert (flex_attention(q, k, v, block_mask=got) - flex_attention(q, k, v, block_mask=ref)).abs().max() < 1e-5
 
 
 def test_every_trainable_parameter_changes_after_a_step(models, plugins, tmp_path):

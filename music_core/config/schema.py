@@ -149,6 +149,8 @@ class TrainConfig:
     center_rewards_coefficient: float | None = _f(None, "weight of the (r_c + r_r)^2 centering term, as TRL")
     precision: str = _f("auto", "auto (bf16 where the hardware has it), bf16 or fp32")
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
+    compile: bool = _f(False, "torch.compile each transformer layer (fuses the norms and activations; the first steps "
+                              "compile)")
     packing: bool = _f(True, "padding-free packing with block-diagonal attention (else length-grouped padding)")
     attention: str = _f("auto", "auto (GPU: flex; CPU: varlen when packed), sdpa, flex, varlen or eager")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA / QLoRA"})

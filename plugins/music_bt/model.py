@@ -7,7 +7,8 @@ from typing import Any
 from .batching import MicroBatch
 
 
-def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointing: bool, packing: bool = False) -> Any:
+def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointing: bool, packing: bool = False,
+                  compile_layers: bool = False) -> Any:
     from transformers import AutoConfig, AutoModel
 
     from music_core.errors import MusicError
@@ -24,7 +25,21 @@ def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointi
     model = AutoModel.from_pretrained(path, **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compile_layers:
+        compile_each_layer(model)
     return model
+
+
+def compile_each_layer(model: Any) -> int:
+    """Compile every transformer layer on its own (regional compilation): one graph serves all
+    the identical layers, so compiling costs seconds, not the minutes a whole-model compile does,
+    and the embedding, the mask construction and the head stay eager."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def is_decoder(config: Any) -> bool:
@@ -33,22 +48,24 @@ def is_decoder(config: Any) -> bool:
 
 
 def attention_impl(config: Any, requested: str, packed: bool = False) -> str | None:
-    """auto: on GPU flex attention (its block mask skips the empty blocks of packed rows, and
-    it honours Gemma-2's soft-capping, which sdpa refuses); on CPU, packed rows attend per
-    sequence (``music_varlen``), padded batches use sdpa."""
+    """auto: on GPU flex attention (``music_flex``: its block mask skips the empty blocks of packed
+    rows, and it honours Gemma-2's soft-capping, which sdpa refuses); on CPU, packed rows attend
+    per sequence (``music_varlen``), padded batches use sdpa."""
     import torch
 
     softcap = getattr(config, "attn_logit_softcapping", None)
     if requested == "auto":
         if torch.cuda.is_available():
-            return "flex_attention" if (packed or softcap) else "sdpa"
-        requested = "varlen" if packed else ("eager" if softcap else "sdpa")
-    if requested == "varlen":
-        from .varlen import NAME, register
+            requested = "flex" if (packed or softcap) else "sdpa"
+        else:
+            requested = "varlen" if packed else ("eager" if softcap else "sdpa")
+    if requested in ("varlen", "flex"):
+        from . import flex, varlen
 
-        register()
-        return NAME
-    return {"sdpa": "sdpa", "flex": "flex_attention", "eager": "eager"}[requested]
+        module = varlen if requested == "varlen" else flex
+        module.register()
+        return module.NAME
+    return {"sdpa": "sdpa", "eager": "eager"}[requested]
 
 
 def reward_net(backbone: Any, head: Any, head_module: Any) -> Any:
@@ -67,8 +84,14 @@ def reward_net(backbone: Any, head: Any, head_module: Any) -> Any:
         def forward(self, batch: MicroBatch) -> Any:
             if batch.position_ids is not None:
                 kw = {"position_ids": batch.position_ids}
-                if self.backbone.config._attn_implementation == "music_varlen":
+                impl = self.backbone.config._attn_implementation
+                if impl in ("music_varlen", "music_flex"):
                     kw["cu_seq_lens_q"] = batch.cu_seqlens(self.backbone.device)
+                if impl == "music_flex":  # one block mask per window for all layers of this micro-batch
+                    from .flex import block_masks
+
+                    windows = {None, getattr(self.backbone.config, "sliding_window", None)}
+                    kw["music_block_masks"] = block_masks(kw["cu_seq_lens_q"], batch.input_ids.shape[1], windows)
             else:
                 kw = {"attention_mask": batch.attention_mask}
             if self.decoder:

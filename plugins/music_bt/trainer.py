@@ -60,8 +60,12 @@ class BradleyTerryTrainer(Trainer):
 
         decoder = is_decoder(AutoConfig.from_pretrained(path))
         pack = cfg.packing and decoder  # encoders attend both ways: no causal block mask to pack with
+        if cfg.attention == "flex" and not torch.cuda.is_available():
+            raise ConfigError("config key 'train.attention': flex attention has no backward on CPU; "
+                              "use auto, varlen, sdpa or eager")
         backbone = load_backbone(path, dtype=torch.float32, attention=cfg.attention,
-                                 gradient_checkpointing=cfg.gradient_checkpointing, packing=pack)
+                                 gradient_checkpointing=cfg.gradient_checkpointing, packing=pack,
+                                 compile_layers=cfg.compile)
         if cfg.lora.enabled:
             backbone = _with_lora(backbone, cfg)
         head = self.ctx.component("reward_head", cfg.head, cfg.head_options) if self.ctx else None
