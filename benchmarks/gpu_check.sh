@@ -24,12 +24,12 @@ fi
 ATTN=${ATTN:-"--packed-attn music_flex"}  # ATTN="--packed-attn music_varlen" to rehearse on a CPU
 [ "$BEST" = "none" ] && ATTN="--packed-attn music_varlen"
 
-BENCH="python3 benchmarks/train_throughput.py --preset $PRESET $SCALE"  # split on purpose: timeout runs no functions
-# 2. packed vs the padded recipe (eager: HF's advice for Gemma-2 without flash-attn), both with
-#    gradient checkpointing, 16k-token budget
-timeout 210 $BENCH $ATTN --budget 16384 --checkpointing --out "$OUT/train_throughput_${PRESET}" 2>&1 \
-  | tee "$OUT/train_throughput.log" | grep -v "^ " | tail -14
-# 3. packed with every layer compiled (train.compile): the norms, GeLU and soft-cap fused
-timeout 170 $BENCH $ATTN --budget 16384 --checkpointing --compile --warmup 3 --only packed \
-  --out "$OUT/train_throughput_${PRESET}_compiled" 2>&1 | tee "$OUT/train_throughput_compiled.log" | grep -v "^ " | tail -8
+BENCH="python3 benchmarks/train_throughput.py --preset $PRESET $SCALE --budget 16384 --checkpointing"  # split on purpose
+# 2. the padded recipe (eager attention: HF's advice for Gemma-2 without flash-attn)
+timeout 100 $BENCH --only padded --out "$OUT/train_throughput_${PRESET}_padded" 2>&1 | grep -v "^ " | tail -9
+# 3. packed through music_flex
+timeout 170 $BENCH $ATTN --only packed --out "$OUT/train_throughput_${PRESET}_packed_flex" 2>&1 | grep -v "^ " | tail -9
+# 4. packed with every layer compiled (train.compile): the norms, GeLU and residual adds fused
+timeout 170 $BENCH $ATTN --only packed --compile --out "$OUT/train_throughput_${PRESET}_packed_flex_compiled" 2>&1 \
+  | grep -v "^ " | tail -9
 ls -la "$OUT"

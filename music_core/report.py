@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,11 @@ from .jsonl import write_text_atomic
 
 def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _reroot_images(markdown: str, prefix: str) -> str:
+    """Prefix the relative image links of a Markdown page (not URLs, not absolute paths)."""
+    return re.sub(r"!\[([^\]]*)\]\((?![a-z]+:|/)([^)]+)\)", lambda m: f"![{m[1]}]({prefix}/{m[2]})", markdown)
 
 
 def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
@@ -22,7 +29,11 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     for name in ctx.config.eval.evaluators:
         res = _load(ctx.eval_dir() / name / "results.json")
         if res is not None:
-            evals[name] = {"results": res, "markdown": (ctx.eval_dir() / name / "report.md").read_text()}
+            md = (ctx.eval_dir() / name / "report.md").read_text()
+            # an evaluator's images sit beside its own report: point at them from the run report
+            prefix = os.path.relpath(ctx.eval_dir() / name, out).replace(os.sep, "/")
+            md = _reroot_images(md, prefix)
+            evals[name] = {"results": res, "markdown": md}
     stages = {p.stem: _load(p) for p in sorted((out / "stages").glob("*.json"))}
     c = ctx.config
     lines = [f"# MUSIC run report: `{out}`", "",

@@ -207,6 +207,9 @@ def test_offline_music_run_end_to_end_with_real_models(tmp_path):
     for section in ("## Synthesis", "## Reward models", "## Multi-turn Best-of-N", "## Pairwise accuracy", "## RewardBench"):
         assert section in report
     assert (out / "eval" / "best-of-n" / "winrate_heatmap.png").stat().st_size > 1000
+    # the heatmap link resolves from the run report and from the evaluator's own report
+    assert "![win rates](eval/best-of-n/winrate_heatmap.png)" in report
+    assert "![win rates](winrate_heatmap.png)" in (out / "eval" / "best-of-n" / "report.md").read_text()
     results = json.loads((out / "report.json").read_text())
     assert set(results["reward_models"]) == {"baseline", "music"}
     assert results["evaluations"]["rewardbench"]["models"]["music"]["sections"]["Overall"] >= 0

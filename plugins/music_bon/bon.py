@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from music_core import progress
@@ -177,6 +178,6 @@ def to_markdown(r: dict[str, Any], figure: str | None) -> str:
         lines.append(f"| {row['comparison']} | {row['prompt_set']} | {row['n']} | {row['win_rate']:.3f} | "
                      f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}] | {row['wins']} / {row['ties']} / {row['losses']} |")
     if figure:
-        lines += ["", f"![win rates]({figure})"]
+        lines += ["", f"![win rates]({Path(figure).name})"]  # beside this report; the run report re-roots it
     return "\n".join(lines) + "\n"
 
