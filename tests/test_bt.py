@@ -309,9 +309,32 @@ def test_lora_trains_adapters_and_head_and_exports_a_plain_model(models, plugins
     assert result.metrics["steps"] == 4 and torch.isfinite(torch.tensor(result.metrics["eval_loss"]))
 
 
-def test_qlora_without_a_gpu_is_a_clear_config_error(models, plugins, tmp_path):
+def test_qlora_trains_adapters_on_a_4bit_backbone_and_exports_full_precision(models, plugins, tmp_path):
+    """QLoRA on CPU (bitsandbytes' 4-bit layers run on CPU): the backbone trains as NF4 weights
+    with LoRA adapters; the export merges the adapters into the full-precision base, so plain
+    transformers loads it without peft or bitsandbytes."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'music[qlora]')")
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    result = train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.head=last-token",
+                   "train.lora.enabled=true", "train.lora.quantize_4bit=true", "train.lora.r=4",
+                   "train.max_steps=3", "train.batch_size=8", "train.lr=5e-3")
+    cfg = json.loads((Path(result.model_dir) / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    base = AutoModelForSequenceClassification.from_pretrained(models["decoder"], num_labels=1)
+    q = dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(q, dict(base.named_parameters())["model.layers.0.self_attn.q_proj.weight"])  # merged
+    assert result.metrics["four_bit_linear_layers"] == 2 * 7  # q k v o gate up down in each of 2 layers
+    assert result.metrics["steps"] == 3 and torch.isfinite(torch.tensor(result.metrics["eval_loss"]))
+
+
+def test_qlora_without_lora_is_a_clear_config_error(models, plugins, tmp_path):
     from music_core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train.lora.quantize_4bit"):
-        train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.lora.enabled=true",
-              "train.lora.quantize_4bit=true", "train.max_steps=1")
+    with pytest.raises(ConfigError, match="train.lora.quantize_4bit.*train.lora.enabled=true"):
+        train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.lora.quantize_4bit=true",
+              "train.max_steps=1")

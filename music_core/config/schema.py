@@ -121,7 +121,8 @@ class LoraConfig:
     alpha: int = _f(32, "LoRA alpha")
     dropout: float = _f(0.0, "LoRA dropout")
     target_modules: list[str] = _f(["all-linear"], "modules to adapt")
-    quantize_4bit: bool = _f(False, "QLoRA: load the backbone in 4 bit (needs bitsandbytes and a GPU)")
+    quantize_4bit: bool = _f(False, "QLoRA: the backbone's linear layers in NF4 4 bit under the LoRA adapters (needs bitsandbytes: "
+                                    "pip install 'music[qlora]'; CPU or GPU)")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from .batching import MicroBatch
 
 
 def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointing: bool, packing: bool = False,
-                  compile_layers: bool = False) -> Any:
+                  compile_layers: bool = False, quantize_4bit: bool = False) -> Any:
     from transformers import AutoConfig, AutoModel
 
     from music_core.errors import MusicError
@@ -22,12 +22,36 @@ def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointi
     impl = attention_impl(config, attention, packing and is_decoder(config))
     if impl:
         kwargs["attn_implementation"] = impl
+    if quantize_4bit:
+        kwargs.update(four_bit_loading())
     model = AutoModel.from_pretrained(path, **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if compile_layers:
         compile_each_layer(model)
     return model
+
+
+def four_bit_loading() -> dict[str, Any]:
+    """QLoRA's backbone: NF4 weights with double quantisation, computing in bf16 on a GPU that has
+    it (fp32 elsewhere); each process loads onto its own device (DDP)."""
+    import os
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from music_core.errors import MusicError
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise MusicError("train.lora.quantize_4bit needs bitsandbytes (pip install 'music[qlora]')") from None
+    cuda = torch.cuda.is_available()
+    compute = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=compute)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    return {"quantization_config": config, "device_map": {"": device}}
 
 
 def compile_each_layer(model: Any) -> int:

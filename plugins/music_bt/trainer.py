@@ -63,9 +63,16 @@ class BradleyTerryTrainer(Trainer):
         if cfg.attention == "flex" and not torch.cuda.is_available():
             raise ConfigError("config key 'train.attention': flex attention has no backward on CPU; "
                               "use auto, varlen, sdpa or eager")
-        backbone = load_backbone(path, dtype=torch.float32, attention=cfg.attention,
-                                 gradient_checkpointing=cfg.gradient_checkpointing, packing=pack,
-                                 compile_layers=cfg.compile)
+        if cfg.lora.quantize_4bit and not cfg.lora.enabled:
+            raise ConfigError("config key 'train.lora.quantize_4bit': 4-bit weights are frozen; "
+                              "QLoRA trains adapters, so set train.lora.enabled=true too")
+        load = dict(dtype=torch.float32, attention=cfg.attention, packing=pack)
+        backbone = load_backbone(path, gradient_checkpointing=cfg.gradient_checkpointing and not cfg.lora.quantize_4bit,
+                                 compile_layers=cfg.compile and not cfg.lora.quantize_4bit,
+                                 quantize_4bit=cfg.lora.quantize_4bit, **load)
+        four_bit = sum(type(m).__name__ == "Linear4bit" for m in backbone.modules())
+        if cfg.lora.quantize_4bit:
+            progress.log(f"QLoRA: {four_bit} linear layers of {cfg.backbone} hold NF4 weights")
         if cfg.lora.enabled:
             backbone = _with_lora(backbone, cfg)
         head = self.ctx.component("reward_head", cfg.head, cfg.head_options) if self.ctx else None
@@ -80,14 +87,18 @@ class BradleyTerryTrainer(Trainer):
             progress.log(f"{cfg.backbone}: an encoder; using length-grouped padded batches instead of packing")
         extra = {"truncation": stats.to_dict(), "eval_truncation": eval_stats.to_dict(),
                  "encode_seconds": round(time.perf_counter() - t0, 2), "packed": pack, "backbone": cfg.backbone,
-                 "head": cfg.head}
+                 "head": cfg.head, "four_bit_linear_layers": four_bit}
         net, acc, metrics = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra)
         full_state = metrics.pop("_full_state", None)
         if acc.is_main_process:
             if full_state is not None:
                 net.load_state_dict(full_state)  # the gathered weights of a sharded run
-            if cfg.lora.enabled:
+            if cfg.lora.quantize_4bit:
+                # QLoRA's usual export: the trained adapters merged into the full-precision base, not
+                # into its 4-bit copy, so the folder loads with plain transformers (no bitsandbytes)
+                net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
+            elif cfg.lora.enabled:
                 net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
             native = head.native_export and decoder
             export(net, tok, out_dir=out_dir, head_name=cfg.head, pooling=head.pooling,
@@ -105,21 +116,40 @@ class BradleyTerryTrainer(Trainer):
 
 
 def _with_lora(backbone: Any, cfg: TrainConfig) -> Any:
-    import torch
-
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
     except ImportError:
         raise MusicError("train.lora.enabled needs peft (pip install peft)") from None
     if cfg.lora.quantize_4bit:
-        if not torch.cuda.is_available():
-            raise ConfigError("config key 'train.lora.quantize_4bit': QLoRA needs a CUDA GPU and bitsandbytes")
-        raise ConfigError("config key 'train.lora.quantize_4bit': load the backbone with a BitsAndBytesConfig; "
-                          "not wired into this trainer yet (use train.lora.enabled without 4-bit)")
+        from peft import prepare_model_for_kbit_training
+
+        # norms to fp32, inputs that carry gradients, and checkpointing set up the way 4-bit layers need
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+    return get_peft_model(backbone, _lora_config(cfg))
+
+
+def _lora_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
     targets = cfg.lora.target_modules
-    config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                        target_modules="all-linear" if targets == ["all-linear"] else list(targets))
-    return get_peft_model(backbone, config)
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules="all-linear" if targets == ["all-linear"] else list(targets))
+
+
+def _merged_into_full_precision(trained: Any, path: str, cfg: TrainConfig, load: dict[str, Any]) -> Any:
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    from .model import load_backbone
+
+    adapters = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(trained).items()}
+    base = load_backbone(path, gradient_checkpointing=False, **load)
+    fresh = get_peft_model(base, _lora_config(cfg))
+    missing = set_peft_model_state_dict(fresh, adapters)
+    if getattr(missing, "unexpected_keys", None):
+        raise MusicError(f"QLoRA export: adapter weights that do not fit the full-precision base: "
+                         f"{missing.unexpected_keys[:3]}")
+    return fresh.merge_and_unload()
 
 
 def model_card(cfg: TrainConfig, metrics: dict[str, Any], native: bool) -> str:
