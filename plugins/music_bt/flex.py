@@ -151,23 +151,23 @@ def _flex() -> Any:
 def flex_attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                            dropout: float = 0.0, scaling: float | None = None, softcap: float | None = None,
                            **kwargs: Any) -> tuple[Any, None]:
+    import torch
+
     if attention_mask is not None:  # padded: the model's own eager attention (exact, honours the cap)
         eager = sys.modules[type(module).__module__].eager_attention_forward
         extra = {"softcap": softcap} if softcap is not None else {}
         return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **extra,
                      **{k: v for k, v in kwargs.items() if k in ("sliding_window",)})
+    if dropout and module.training:
+        raise ValueError("music_flex: flex attention has no attention dropout; set the model's attention_dropout to 0")
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     masks = kwargs.get("music_block_masks")
     if masks is None:  # an unpadded batch that no caller packed: every row is one sequence
-        import torch
-
         t = query.shape[2]
         masks = block_masks(torch.tensor([0, t], device=query.device, dtype=torch.int32), t, {window})
     block_mask = masks[window]  # batch 1: broadcast over the rows of an unpadded batch
 
     def cap(score: Any, b: Any, h: Any, q: Any, kv: Any) -> Any:
-        import torch
-
         return softcap * torch.tanh(score / softcap)
 
     out = _flex()(query, key, value, score_mod=cap if softcap else None, block_mask=block_mask, scale=scaling,
