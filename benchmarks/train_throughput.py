@@ -109,10 +109,10 @@ def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
     torch.manual_seed(0)
     cfg = type(cfg).from_dict(cfg.to_dict())
     cfg._attn_implementation = packed_attn
-    if packed_attn in ("music_varlen", "music_flex"):  # music_bt/varlen.py, music_bt/flex.py
-        from music_bt import flex, varlen
+    if packed_attn in ("music_varlen", "music_flex"):  # registered by the trainer's own chooser
+        from music_bt.model import attention_impl
 
-        (varlen if packed_attn == "music_varlen" else flex).register()
+        attention_impl(cfg, packed_attn.removeprefix("music_"))
     with torch.device(device):  # initialise on the device: a 2.6B model initialised on CPU takes minutes
         backbone = AutoModel.from_config(cfg, dtype=dtype)
     if checkpointing:

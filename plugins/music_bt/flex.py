@@ -12,6 +12,7 @@ Padded batches (scoring) take the model's own eager attention, which honours the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -19,20 +20,17 @@ from typing import Any
 
 NAME = "music_flex"
 KERNEL_OPTIONS_ENV = "MUSIC_FLEX_KERNEL_OPTIONS"  # JSON, e.g. {"BLOCK_M": 64, "BLOCK_N": 64, ...}
-_registered = False
+BLOCK = 128  # flex attention's sparse block size
 _compiled: Any = None
 
 
+@functools.cache  # once per process: transformers' registries are global
 def register() -> None:
-    global _registered
-    if _registered:
-        return
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     AttentionInterface.register(NAME, flex_attention_forward)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _mask_for_padded_only)
-    _registered = True
 
 
 def _mask_for_padded_only(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
@@ -45,7 +43,7 @@ def _mask_for_padded_only(*args: Any, attention_mask: Any = None, **kwargs: Any)
     return eager_mask(*args, attention_mask=attention_mask, **kwargs)
 
 
-# Measured on an H100 (benchmarks/results/flex_probe_gemma2-2b.json): at head_dim 256 these block
+# Measured on an H100 (benchmarks/results/flex_probe_gemma2-2b_h100.json): at head_dim 256 these block
 # sizes run a packed 16k-token row's forward + backward in 4.79 ms against 6.23 ms with torch's
 # defaults (8 query heads, 4 KV heads, soft-capped, bf16).
 HEAD_DIM_256_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_M1": 32, "BLOCK_N1": 32, "BLOCK_M2": 32, "BLOCK_N2": 32,
@@ -55,11 +53,15 @@ HEAD_DIM_256_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_M1": 32, "BLOCK_N1"
 def kernel_options(head_dim: int) -> dict[str, int] | None:
     """Triton block sizes for flex attention: the environment's (JSON in MUSIC_FLEX_KERNEL_OPTIONS)
     if set; the measured ones for head_dim above 128 on a GPU; otherwise torch's defaults."""
-    raw = os.environ.get(KERNEL_OPTIONS_ENV)
+    return _kernel_options(os.environ.get(KERNEL_OPTIONS_ENV), head_dim)
+
+
+@functools.cache  # called by every attention layer of every forward: parse and probe once
+def _kernel_options(raw: str | None, head_dim: int) -> dict[str, int] | None:
     if not raw:
         import torch
 
-        return dict(HEAD_DIM_256_OPTIONS) if head_dim > 128 and torch.cuda.is_available() else None
+        return HEAD_DIM_256_OPTIONS if head_dim > 128 and torch.cuda.is_available() else None
     try:
         options = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -107,9 +109,6 @@ def block_masks(cu_seqlens: Any, total: int, windows: set[int | None]) -> dict[i
         masks[window] = BlockMask.from_kv_blocks(*_kv_layout(partial, device), *_kv_layout(every, device),
                                                  BLOCK_SIZE=size, mask_mod=mask_mod, seq_lengths=(total, total))
     return masks
-
-
-BLOCK = 128  # flex attention's sparse block size
 
 
 def _kv_layout(blocks: Any, device: Any) -> tuple[Any, Any]:

@@ -10,22 +10,19 @@ GPU, flex attention's block mask skips the empty blocks itself)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 NAME = "music_varlen"
-_registered = False
 
 
+@functools.cache  # once per process: transformers' registries are global
 def register() -> None:
-    global _registered
-    if _registered:
-        return
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     AttentionInterface.register(NAME, varlen_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # padded inputs still get a normal mask
-    _registered = True
 
 
 def varlen_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
