@@ -20,6 +20,9 @@ class RunContext:
         self.config = config
         self.registry = registry
         self._pool: LLMPool | None = None
+        from . import progress
+
+        progress.enable(config.run.progress, config.run.progress_interval_s)
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -47,6 +50,13 @@ class RunContext:
 
     def eval_dir(self) -> Path:
         return Path(self.config.eval.output_dir) if self.config.eval.output_dir else self.output_dir / "eval"
+
+    @property
+    def prompt_profile(self) -> str:
+        """``paper`` or ``small-model``: which prompts synthesis components use by default."""
+        from .config import resolve_prompt_profile
+
+        return resolve_prompt_profile(self.config)[0]
 
     # ---- LLMs ----------------------------------------------------------------------------------
     @property

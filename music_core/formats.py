@@ -17,7 +17,7 @@ from typing import Any
 
 from .data import Conversation, Message, PreferencePair, content_hash, conversation_errors
 from .errors import MusicError, RecordError
-from .jsonl import iter_json_lines
+from .jsonl import iter_json_lines, read_text_utf8
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
@@ -44,7 +44,7 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
 
         if path.suffix == ".json":
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(read_text_utf8(path))
             except json.JSONDecodeError as exc:
                 raise RecordError(str(path), exc.lineno, f"invalid JSON ({exc.msg})") from None
             rows = data if isinstance(data, list) else data.get("data", data.get(split, None))

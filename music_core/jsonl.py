@@ -20,14 +20,35 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     path = Path(path)
     if not path.exists():
         raise RecordError(str(path), None, "file not found")
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a bad byte is reported at its line, not as a traceback
+        for lineno, raw in enumerate(fh, start=1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordError(str(path), lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def decode_line(raw: bytes, path: str | os.PathLike, lineno: int | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(str(path), lineno, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                          f"re-encode the file as UTF-8") from None
+
+
+def read_text_utf8(path: str | os.PathLike) -> str:
+    """A whole text file as UTF-8; a bad byte names the file and its line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise RecordError(str(path), lineno, f"not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+                          f"re-encode the file as UTF-8") from None
 
 
 def read_records(path: str | os.PathLike, parse: Callable[[Any], T]) -> list[T]:
@@ -49,14 +70,19 @@ def _dump(record: Any) -> str:
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write a whole file via a temporary sibling and ``os.replace``: readers see the old file
     or the complete new one, never a torn one. Returns the number of records."""
+    return write_lines_atomic(path, (_dump(rec) for rec in records))
+
+
+def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> int:
+    """Replace a file with these lines (each ending in a newline), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(_dump(rec))
+            for line in lines:
+                fh.write(line if line.endswith("\n") else line + "\n")
                 n += 1
             fh.flush()
             os.fsync(fh.fileno())
@@ -92,7 +118,10 @@ class AppendOnlyJsonl:
     ...         out.append({"id": "abc", ...})
     """
 
-    def __init__(self, path: str | os.PathLike, *, id_key: str = "id", fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, *, id_key: str = "id", fsync: bool = True,
+                 counts: Callable[[dict[str, Any]], bool] | None = None):
+        """``counts`` says which records mark their id as done (default: all); an id whose
+        records do not count may be appended again."""
         self.path = Path(path)
         self.id_key = id_key
         self.fsync = fsync
@@ -101,7 +130,7 @@ class AppendOnlyJsonl:
         self.done_ids: set[str] = set()
         if self.path.exists():
             for _, obj in iter_json_lines(self.path):
-                if isinstance(obj, dict) and id_key in obj:
+                if isinstance(obj, dict) and id_key in obj and (counts is None or counts(obj)):
                     self.done_ids.add(str(obj[id_key]))
         self._fh = self.path.open("a", encoding="utf-8")
 

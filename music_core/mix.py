@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import PreferencePair, content_hash
-from .errors import MusicError
+from .errors import ConfigError, MusicError
 from .jsonl import read_records, write_jsonl_atomic, write_text_atomic
 from .synth.seeds import group_key
 
@@ -54,22 +54,33 @@ def dedupe(pairs: list[PreferencePair]) -> tuple[list[PreferencePair], int]:
 
 
 def counts(n_syn: int, n_orig: int, cfg: Any) -> tuple[int, int]:
-    syn, orig = n_syn, n_orig
-    if cfg.synthetic_ratio is not None and (cfg.synthetic_count is None and cfg.original_count is None):
-        r = cfg.synthetic_ratio
-        if r >= 1.0:
-            orig = 0
-        elif r <= 0.0:
-            syn = 0
-        elif n_syn / max(1, n_syn + n_orig) > r:
-            syn = min(n_syn, round(r / (1 - r) * n_orig))
-        else:
-            orig = min(n_orig, round((1 - r) / r * n_syn))
-    if cfg.synthetic_count is not None:
-        syn = min(n_syn, cfg.synthetic_count)
-    if cfg.original_count is not None:
-        orig = min(n_orig, cfg.original_count)
+    """How many synthetic and original pairs to take. A count the data cannot meet is an error
+    naming its key, never quietly capped."""
+    if cfg.synthetic_ratio is not None and (cfg.synthetic_count is not None or cfg.original_count is not None):
+        raise ConfigError("config key 'mix.synthetic_ratio': set either the ratio or the counts "
+                          "(mix.synthetic_count / mix.original_count), not both")
+    for key, want, have in (("synthetic_count", cfg.synthetic_count, n_syn), ("original_count", cfg.original_count, n_orig)):
+        if want is not None and want > have:
+            raise ConfigError(f"config key 'mix.{key}': asks for {want} pairs but only {have} are available "
+                              f"(after removing duplicates)")
+    syn = n_syn if cfg.synthetic_count is None else cfg.synthetic_count
+    orig = n_orig if cfg.original_count is None else cfg.original_count
     return syn, orig
+
+
+def ratio_counts(n_syn: int, n_orig: int, ratio: float) -> tuple[int, int]:
+    """The most pairs whose synthetic share is ``ratio`` (applied to the train split)."""
+    if ratio > 0 and n_syn == 0:
+        raise ConfigError(f"config key 'mix.synthetic_ratio': {ratio} needs synthetic pairs, and the train split has none")
+    if ratio < 1 and n_orig == 0:
+        raise ConfigError(f"config key 'mix.synthetic_ratio': {ratio} needs original pairs, and the train split has none")
+    if ratio >= 1.0:
+        return n_syn, 0
+    if ratio <= 0.0:
+        return 0, n_orig
+    if n_syn / (n_syn + n_orig) > ratio:
+        return min(n_syn, round(ratio / (1 - ratio) * n_orig)), n_orig
+    return n_syn, min(n_orig, round((1 - ratio) / ratio * n_syn))
 
 
 def split(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
@@ -94,6 +105,10 @@ def run_mix(ctx: Any) -> dict[str, Any]:
     original = rng.sample(original, n_orig) if n_orig < len(original) else original
     syn_train, syn_eval = split(synthetic, cfg.eval_fraction, cfg.seed)
     orig_train, orig_eval = split(original, cfg.eval_fraction, cfg.seed)
+    if cfg.synthetic_ratio is not None:  # the ratio is what the reward model trains on
+        k_syn, k_orig = ratio_counts(len(syn_train), len(orig_train), cfg.synthetic_ratio)
+        syn_train = rng.sample(syn_train, k_syn) if k_syn < len(syn_train) else syn_train
+        orig_train = rng.sample(orig_train, k_orig) if k_orig < len(orig_train) else orig_train
     train, held = syn_train + orig_train, syn_eval + orig_eval
     train, dup_cross = dedupe(train)
     rng.shuffle(train)

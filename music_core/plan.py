@@ -27,16 +27,20 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
         r["completion_tokens"] += samples * 0.7 * ep(role).max_tokens
 
     if "synth" in c.run.stages:
+        from .config import resolve_prompt_profile
+
+        full_history = resolve_prompt_profile(c)[0] == "paper"  # the paper's prompts carry the whole conversation
         seeds, t_max = c.seeds.limit or 0, c.synth.turns
         turn_tok = 0.7 * ep("assistant_simulator").max_tokens + 40  # one exchange
         for t in range(1, t_max + 1):
             ctx_tok = 150 + (t - 1) * 2 * turn_tok
             add("assistant_simulator", 2 * seeds, 2 * seeds, ctx_tok + 40)
             if c.synth.strategy == "instruction-contrast":
-                add("contrast", seeds, seeds, 350)
+                add("contrast", seeds, seeds, 350 + (ctx_tok if full_history else 0))
             if t < t_max:
                 sims = 1 if c.synth.shared_user_turns else 2
-                add("user_simulator", sims * seeds, sims * seeds, 250 + min(4, 2 * t) * turn_tok / 2)
+                shown = ctx_tok + turn_tok if full_history else min(4, 2 * t) * turn_tok / 2
+                add("user_simulator", sims * seeds, sims * seeds, 250 + shown)
     if "eval" in c.run.stages and "best-of-n" in c.eval.evaluators:
         b = c.eval.bon
         from .config.schema import PromptSetConfig
@@ -62,9 +66,12 @@ def print_plan(ctx: Any) -> None:
     click.echo(f"music run plan (dry run: nothing is called) -> {c.run.output_dir}")
     for stage in c.run.stages:
         if stage == "synth":
+            from .config import resolve_prompt_profile
+
+            profile, why = resolve_prompt_profile(c)
             click.echo(f"  synth: {c.seeds.limit or 'all'} seeds from {c.seeds.source}"
                        f"{' ' + c.seeds.path if c.seeds.path else ''}, T={c.synth.turns}, strategy {c.synth.strategy}"
-                       f" (fallback {c.synth.fallback_strategy}), filter {c.synth.filter}")
+                       f" (fallback {c.synth.fallback_strategy}), filter {c.synth.filter}, prompt profile {profile} ({why})")
         elif stage == "mix":
             click.echo(f"  mix: synthetic {c.mix.synthetic_count or 'all'} + original {c.mix.original_count or 'all'} "
                        f"from {c.mix.original.source}{' ' + c.mix.original.path if c.mix.original.path else ''}, "

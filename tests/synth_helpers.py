@@ -18,7 +18,7 @@ def scripted_reply(messages: list[dict], index: int) -> str:
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     last = messages[-1]["content"] if messages else ""
     digest = int(hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest(), 16)
-    if "getting help from an AI" in system:  # the role-flipped user simulator
+    if "getting help from an AI" in system or "simulating the human user" in system:  # user simulators
         return FOLLOW_UPS[(digest + index) % len(FOLLOW_UPS)]
     if "impartial judge" in system:  # the pairwise judge: prefers the longer conversation, in either order
         a = re.search(r"\[Conversation A\]\n(.*?)\n\n\[Conversation B\]", last, re.S)
@@ -26,8 +26,9 @@ def scripted_reply(messages: list[dict], index: int) -> str:
         la, lb = len(a.group(1)) if a else 0, len(b.group(1)) if b else 0
         winner = "A" if la > lb else "B" if lb > la else "tie"
         return json.dumps({"reasons": f"{la} vs {lb} characters", "winner": winner})
-    if "rewrite a user's instruction" in system:  # instruction-contrast's rewriter
-        m = re.search(r"Original instruction: (.*)\nModified instruction:", last, re.S)
+    if "rewrite a user's instruction" in system or "Rewrite that instruction" in system:  # the rewriters
+        m = (re.search(r"Original instruction: (.*)\nModified instruction:", last, re.S)
+             or re.search(r"The user's latest instruction:\n(.*)\n\nModified instruction:", last, re.S))
         original = m.group(1).strip() if m else last
         return f"{original.rstrip('.?!')}, but only for experts."
     # candidates differ in length by sample index, so a length-loving RM has something to pick

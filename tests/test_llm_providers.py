@@ -41,8 +41,9 @@ def test_success_with_samples_and_usage(provider):
         comps, usage = chat(endpoint(provider, srv), n=2)
     assert [c.text.startswith("echo") and "hello" in c.text for c in comps] == [True, True]
     assert usage.completion_tokens == 10 and usage.prompt_tokens > 0
-    expected_calls = 1 if provider != "anthropic" else 2  # no n in the Messages API
-    assert usage.wire_calls == expected_calls == len(srv.requests)
+    # each sample index is its own request (with its own seed where the API takes one)
+    assert usage.wire_calls == 2 == len(srv.requests)
+    assert comps[0].text != comps[1].text
 
 
 @pytest.mark.parametrize("provider", ALL)
@@ -96,11 +97,27 @@ def test_gemini_candidate_safety_block():
 
 
 @pytest.mark.parametrize("provider", ALL)
-def test_bad_request_is_not_retried(provider):
+def test_bad_request_before_any_answer_stops_the_endpoint(provider):
+    """A 400 on an endpoint that never answered is a setting the server refuses: fatal, once."""
     with server_for(provider) as srv:
+        ep = endpoint(provider, srv, model="bad-model")
+        with pytest.raises(E.EndpointFatalError) as err:
+            chat(ep)
+        assert isinstance(err.value.cause, E.BadRequestError) and "bad-model" in str(err.value)
+        with pytest.raises(E.EndpointFatalError):
+            chat(ep, text="another prompt")
+        assert len(srv.requests) == 1  # no call after the first fatal answer
+
+
+@pytest.mark.parametrize("provider", ALL)
+def test_bad_request_after_answers_is_one_requests_failure(provider):
+    with server_for(provider) as srv:
+        ep = endpoint(provider, srv)
+        chat(ep)
         with pytest.raises(E.BadRequestError):
-            chat(endpoint(provider, srv, model="bad-model"))
-        assert len(srv.requests) == 1
+            chat(ep, text="[[bad-request]]")
+        chat(ep, text="still serving")
+        assert len(srv.requests) == 3
 
 
 @pytest.mark.parametrize("provider", ALL)
@@ -109,8 +126,9 @@ def test_missing_key_is_an_auth_error_naming_the_variable(provider, monkeypatch)
     monkeypatch.delenv(env)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     with server_for(provider) as srv:
-        with pytest.raises(E.AuthError, match=env):
+        with pytest.raises(E.EndpointFatalError, match=env) as err:
             chat(endpoint(provider, srv))
+        assert isinstance(err.value.cause, E.AuthError)
         assert len(srv.requests) == 0
 
 

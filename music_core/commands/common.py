@@ -13,7 +13,7 @@ def context(config_path: str | None, overrides: tuple[str, ...], extra: list[str
     from music_core.context import RunContext
 
     cfg = load_cli_config(config_path, tuple(overrides) + tuple(extra or ()))
-    progress.enable(cfg.run.progress)
+    progress.enable(cfg.run.progress, cfg.run.progress_interval_s)
     return RunContext(cfg)
 
 

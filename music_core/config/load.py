@@ -14,6 +14,30 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import ConfigError
 from .schema import MusicConfig
 
+PROMPT_PROFILES = ("paper", "small-model")
+SYNTH_ROLES = ("user_simulator", "assistant_simulator", "contrast")
+
+
+def resolve_prompt_profile(cfg: MusicConfig) -> tuple[str, str]:
+    """The prompt profile a synthesis run uses, and why. ``auto`` picks ``small-model`` only
+    when every synthesis role runs in-process on the ``local`` provider (the offline default's
+    135M model); any hosted or served model gets the paper's prompts."""
+    if cfg.synth.prompt_profile != "auto":
+        return cfg.synth.prompt_profile, "set by synth.prompt_profile"
+    providers = set()
+    for role in SYNTH_ROLES:
+        name = getattr(cfg.roles, role, None) or cfg.roles.assistant_simulator
+        providers.add(cfg.models[name].provider if name in cfg.models else "?")
+    if providers == {"local"}:
+        return "small-model", "auto: every synthesis role runs on the local provider"
+    return "paper", f"auto: synthesis roles run on {', '.join(sorted(providers))}"
+
+
+def resolve_user_simulator(cfg: MusicConfig) -> str:
+    if cfg.synth.user_simulator != "auto":
+        return cfg.synth.user_simulator
+    return "role-flip" if resolve_prompt_profile(cfg)[0] == "small-model" else "transcript"
+
 T = TypeVar("T")
 
 
@@ -89,6 +113,8 @@ def check_semantics(cfg: MusicConfig) -> None:
             v = getattr(ep, k)
             need(v is None or v > 0, f"models.{name}.{k}", "must be > 0 when set")
     need(cfg.synth.turns >= 1, "synth.turns", "must be at least 1")
+    need(cfg.synth.prompt_profile in PROMPT_PROFILES + ("auto",), "synth.prompt_profile",
+         f"must be auto, {' or '.join(PROMPT_PROFILES)}")
     need(cfg.synth.contrast_from_turn >= 1, "synth.contrast_from_turn", "must be at least 1")
     need(cfg.seeds.min_context_turns <= cfg.seeds.max_context_turns, "seeds.min_context_turns",
          "must not exceed seeds.max_context_turns")

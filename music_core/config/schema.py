@@ -33,11 +33,14 @@ class EndpointConfig:
     max_retries: int = _f(5, "retries on 429, 5xx, timeouts and dropped connections")
     timeout_s: float = _f(120.0, "per-request timeout in seconds")
     retry_backoff_s: float = _f(1.0, "first retry delay; doubles each retry, with jitter, capped at 60 s")
-    rate_window_s: float = _f(60.0, "window over which rpm/tpm are enforced (60: per minute; 1: per second)")
+    max_retry_after_s: float = _f(60.0, "longest server Retry-After honoured (longer ones wait this long)")
+    rate_window_s: float = _f(60.0, "rpm/tpm always hold over every 60 s window; a shorter window here also "
+                                     "spreads them evenly (1: per second)")
     temperature: float = _f(1.0, "sampling temperature")
     top_p: float | None = _f(None, "nucleus sampling mass")
     max_tokens: int = _f(1024, "completion token cap")
-    seed: int | None = _f(None, "sampling seed where the provider supports one")
+    seed: int | None = _f(None, "base sampling seed where the provider takes one (default: run.seed); "
+                                "sample i is sent with seed + i")
     price_input_per_mtok: float = _f(0.0, "USD per million prompt tokens, for the cost report")
     price_output_per_mtok: float = _f(0.0, "USD per million completion tokens, for the cost report")
     options: dict[str, Any] = _f({}, "provider-specific options (vertexai, project, dtype, batch size, ...)")
@@ -57,7 +60,8 @@ class RunConfig:
     output_dir: str = _f("runs/default", "where every stage writes; a rerun resumes here")
     seed: int = _f(0, "global seed")
     cache: str | None = _f(None, "SQLite LLM call cache (default: <output_dir>/llm-cache.sqlite)")
-    progress: bool = _f(True, "show progress bars")
+    progress: bool = _f(True, "show progress (bars on a terminal, else a line per stage every progress_interval_s)")
+    progress_interval_s: float = _f(30.0, "seconds between progress lines when the output is not a terminal")
     stages: list[str] = _f(["synth", "mix", "train", "eval"], "stages `music run` executes, in order")
     dry_run: bool = _f(False, "print the plan and estimates; call nothing")
 
@@ -86,7 +90,10 @@ class SynthConfig:
     strategy_options: dict[str, Any] = _f({}, "options of the contrast strategy")
     fallback_strategy: str | None = _f("forget-history", "strategy for a turn the main one cannot contrast "
                                           "(a rewrite that never validates); null makes such turns error rows, as in the paper")
-    user_simulator: str = _f("role-flip", "registered user simulator")
+    prompt_profile: str = _f("auto", "paper (the paper's prompts: full history, the assistant sees only the modified "
+                             "instruction), small-model (simplifications that help a 135M model; docs/prompt-profiles.md), "
+                             "or auto: small-model when every synthesis role runs on the `local` provider, else paper")
+    user_simulator: str = _f("auto", "registered user simulator; auto: transcript (paper profile) or role-flip (small-model)")
     user_simulator_options: dict[str, Any] = _f({}, "options of the user simulator")
     assistant_simulator: str = _f("default", "registered assistant simulator")
     assistant_simulator_options: dict[str, Any] = _f({}, "options of the assistant simulator")

@@ -1,6 +1,8 @@
 """A content-addressed SQLite cache of LLM samples, safe under concurrency (WAL; several
-processes may share one file). The key hashes the provider, model, resolved sampling
-parameters, messages and sample index; never the API key or credentials.
+processes may share one file). The key hashes everything that can change an answer: the
+provider, model, base_url and request-shaping options (the provider's ``cache_identity``), the
+resolved sampling parameters, the messages and the sample index; never the API key or
+credentials.
 
 Writes go through a background thread so the event loop never waits on SQLite; a sample is
 readable from memory the moment it is put, and ``close`` (or ``flush``) waits for the disk.
@@ -23,10 +25,11 @@ from .types import Completion, SamplingParams
 _STOP = object()
 
 
-def sample_key(provider: str, model: str, params: SamplingParams, messages: Any, sample_index: int) -> str:
-    blob = json.dumps({"provider": provider, "model": model, "params": params.as_key(),
-                       "messages": messages, "sample": sample_index},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def sample_key(identity: dict[str, Any], params: SamplingParams, messages: Any, sample_index: int) -> str:
+    """``identity`` is the provider's :meth:`cache_identity`: provider, model, base_url and every
+    option that can change an answer."""
+    blob = json.dumps({"endpoint": identity, "params": params.as_key(), "messages": messages, "sample": sample_index},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

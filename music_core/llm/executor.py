@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 from .. import progress
 from ..data import Message
 from .cache import CallCache, sample_key
-from .errors import LLMError, LLMTimeoutError
+from .errors import BadRequestError, EndpointFatalError, LLMError, LLMTimeoutError, UnreachableError
 from .provider import ChatProvider
-from .ratelimit import SlidingWindowLimiter
+from .ratelimit import SlidingWindowLimiter, Slot
 from .types import Completion, ProviderCall, SamplingParams, Usage
 
 if TYPE_CHECKING:
     from ..config.schema import EndpointConfig
 
 MAX_BACKOFF_S = 60.0
+MINUTE_S = 60.0  # the window providers count rpm/tpm in (a module constant so tests can shrink it)
 
 
 @dataclass
@@ -45,20 +46,42 @@ class RoleUsage:
 
 
 class Endpoint:
-    """A named endpoint: a provider instance behind the limits, retries and cache."""
+    """A named endpoint: a provider instance behind the limits, retries and cache.
 
-    def __init__(self, name: str, config: EndpointConfig, provider: ChatProvider, cache: CallCache | None):
+    ``default_seed`` (the run seed) is the base of every sample's seed when the endpoint sets
+    none: sample ``i`` of a request is sent with seed ``base + i``, so each sample index is its
+    own request and the same request, index and run seed give the same sample."""
+
+    def __init__(self, name: str, config: EndpointConfig, provider: ChatProvider, cache: CallCache | None,
+                 default_seed: int = 0):
         self.name = name
         self.config = config
         self.provider = provider
         self.cache = cache
+        self.default_seed = default_seed
         self._sem = asyncio.Semaphore(config.concurrency)
-        window = config.rate_window_s
-        self._rpm = SlidingWindowLimiter(config.rpm * window / 60.0, window) if config.rpm else None
-        self._tpm = SlidingWindowLimiter(config.tpm * window / 60.0, window) if config.tpm else None
+        self._limiters = self._make_limiters(config)
         self._inflight: dict[str, asyncio.Future] = {}
         self.wire_log: list[float] = []  # start time of every wire call (rate-limit checks)
+        self.successes = 0  # wire calls answered: before the first, a refused connection or 400 is fatal
+        self.fatal: EndpointFatalError | None = None
+        self._identity = provider.cache_identity()
         self._rng = random.Random()
+
+    @staticmethod
+    def _make_limiters(c: EndpointConfig) -> dict[str, list[SlidingWindowLimiter]]:
+        """rpm and tpm hold over every ``MINUTE_S`` window, as providers count them; a shorter
+        ``rate_window_s`` adds a finer window that spreads the minute's budget evenly (never
+        below one unit a window, so a small rpm is not rounded up past its minute)."""
+        out: dict[str, list[SlidingWindowLimiter]] = {"rpm": [], "tpm": []}
+        for key, per_minute in (("rpm", c.rpm), ("tpm", c.tpm)):
+            if not per_minute:
+                continue
+            out[key].append(SlidingWindowLimiter(per_minute, MINUTE_S))
+            w = c.rate_window_s
+            if w != MINUTE_S:
+                out[key].append(SlidingWindowLimiter(max(1.0, per_minute * w / MINUTE_S), w))
+        return out
 
     def params(self, *, temperature: float | None = None, top_p: float | None = None,
                max_tokens: int | None = None, stop: list[str] | tuple[str, ...] | None = None,
@@ -69,17 +92,19 @@ class Endpoint:
             max_tokens=c.max_tokens if max_tokens is None else max_tokens,
             top_p=c.top_p if top_p is None else top_p,
             stop=tuple(stop or ()),
-            seed=c.seed if seed is None else seed,
+            seed=(c.seed if c.seed is not None else self.default_seed) if seed is None else seed,
         )
 
     async def chat(self, messages: list[Message], usage: RoleUsage, *, n: int = 1, sample_index: int = 0,
                    **overrides: Any) -> list[Completion]:
         """``n`` samples with indices ``sample_index .. sample_index+n-1``; cached samples come
         from the cache, identical requests already in flight are awaited, the rest go out."""
+        if self.fatal is not None:
+            raise self.fatal
         params = self.params(**overrides)
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         indices = list(range(sample_index, sample_index + n))
-        keys = [sample_key(self.config.provider, self.config.model, params, msgs, i) for i in indices]
+        keys = [sample_key(self._identity, params, msgs, i) for i in indices]
         usage.requests += 1
         usage.samples += n
         results: dict[int, Completion] = {}
@@ -118,22 +143,25 @@ class Endpoint:
                     self._inflight.pop(keys[i - sample_index], None)
         for i, fut in waits:
             done = await asyncio.shield(fut)
-            results[i] = Completion(done.text, done.finish_reason, Usage(), cached=True)
+            results[i] = Completion(done.text, done.finish_reason, done.usage, cached=True)
             usage.cached_samples += 1
         return [results[i] for i in indices]
 
     async def _fetch(self, msgs: list[Message], params: SamplingParams, indices: list[int],
                      usage: RoleUsage) -> dict[int, Completion]:
-        # One wire call for all samples where the API returns several; else one per sample,
-        # concurrently. A seed needs per-sample calls, so sample i keeps seed + i.
-        if self.provider.supports_n and params.seed is None:
+        # Each sample index is its own request: with a seed (seed + i) where the API has one,
+        # so that sample i is the same whatever else was asked; else one call with ``n`` where
+        # the API returns several; else one call per sample, concurrently.
+        if self.provider.supports_n and not self.provider.supports_seed:
             groups = [indices]
         else:
             groups = [[i] for i in indices]
         out: dict[int, Completion] = {}
 
         async def one(group: list[int]) -> None:
-            p = params if params.seed is None else SamplingParams(**{**params.__dict__, "seed": params.seed + group[0]})
+            p = params
+            if self.provider.supports_seed and params.seed is not None:
+                p = SamplingParams(**{**params.__dict__, "seed": params.seed + group[0]})
             call = ProviderCall(tuple(msgs), p, tuple(group))
             comps = await self._call_with_retries(call, usage)
             out.update(zip(group, comps))
@@ -144,42 +172,80 @@ class Endpoint:
             await asyncio.gather(*(one(g) for g in groups))
         return out
 
+    def _fatal(self, exc: LLMError) -> bool:
+        """Is this error the endpoint's, not the request's? Then it stops the run."""
+        if exc.endpoint_fault:
+            return True
+        # Before the endpoint has ever answered, a refused connection is a wrong base_url and a
+        # 400 a parameter the server does not take; after, they are an outage and one bad prompt.
+        return self.successes == 0 and isinstance(exc, (UnreachableError, BadRequestError))
+
+    def _raise_fatal(self, exc: LLMError) -> None:
+        if self.fatal is None:
+            c = self.config
+            self.fatal = EndpointFatalError(exc, endpoint=self.name, provider=c.provider, model=c.model,
+                                            base_url=c.base_url)
+        raise self.fatal from None
+
+    def retry_delay(self, attempt: int, exc: LLMError) -> float:
+        """Exponential backoff with jitter; a server's Retry-After wins, up to
+        ``max_retry_after_s`` (a day-long Retry-After must not hang a run: after the retries
+        the work is left for the next run)."""
+        delay = min(MAX_BACKOFF_S, self.config.retry_backoff_s * (2 ** attempt))
+        delay = delay * (0.5 + self._rng.random() * 0.5)  # jitter: spread the herd
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self.config.max_retry_after_s))
+        return delay
+
     async def _call_with_retries(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
         attempt = 0
         while True:
             try:
                 return await self._call_once(call, usage)
+            except EndpointFatalError:
+                raise
             except LLMError as exc:
                 usage.errors[exc.kind] = usage.errors.get(exc.kind, 0) + 1
+                if self._fatal(exc):
+                    self._raise_fatal(exc)
                 if not exc.retryable or attempt >= self.config.max_retries:
                     raise
-                delay = min(MAX_BACKOFF_S, self.config.retry_backoff_s * (2 ** attempt))
-                delay = delay * (0.5 + self._rng.random() * 0.5)  # jitter: spread the herd
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
+                delay = self.retry_delay(attempt, exc)
                 attempt += 1
                 usage.retries += 1
                 await asyncio.sleep(delay)  # outside the semaphore: a backing-off call holds no slot
 
     async def _call_once(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
         async with self._sem:
-            if self._rpm:
-                await self._rpm.acquire(1)
-            estimate = self._estimate_tokens(call)
-            tpm_event = await self._tpm.acquire(estimate) if self._tpm else None
-            self.wire_log.append(time.monotonic())
-            usage.wire_calls += 1
+            slots: list[tuple[SlidingWindowLimiter, Slot]] = []
             try:
-                # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
-                async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
-                    comps = await self.provider.generate(call)
-            except TimeoutError:
-                raise LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s") from None
-            if len(comps) != call.n:
-                raise LLMError(f"{self.name}: provider returned {len(comps)} completions for n={call.n}")
-            spent = sum((c.usage for c in comps), Usage())
-            if tpm_event is not None and self._tpm is not None:
-                self._tpm.adjust(tpm_event, spent.total)
+                for lim in self._limiters["rpm"]:
+                    slots.append((lim, await lim.acquire(1)))
+                estimate = self._estimate_tokens(call)
+                tpm_slots = [(lim, await lim.acquire(estimate)) for lim in self._limiters["tpm"]]
+                if self.fatal is not None:  # another call found the endpoint broken while we waited
+                    raise self.fatal
+                self.wire_log.append(time.monotonic())
+                usage.wire_calls += 1
+                try:
+                    # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
+                    async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
+                        comps = await self.provider.generate(call)
+                    if len(comps) != call.n:
+                        raise LLMError(f"{self.name}: provider returned {len(comps)} completions for n={call.n}")
+                except TimeoutError:
+                    raise LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s") from None
+                except BaseException:
+                    for lim, slot in tpm_slots:  # a failed call may still have cost the server its estimate
+                        lim.settle(slot)
+                    raise
+                spent = sum((c.usage for c in comps), Usage())
+                for lim, slot in tpm_slots:
+                    lim.settle(slot, spent.total)
+            finally:
+                for lim, slot in slots:
+                    lim.settle(slot)
+            self.successes += 1
             usage.prompt_tokens += spent.prompt_tokens
             usage.completion_tokens += spent.completion_tokens
             usage.cost_usd += (spent.prompt_tokens * self.config.price_input_per_mtok
@@ -205,7 +271,10 @@ class RoleClient:
         return self.endpoint.config
 
     async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0, **overrides: Any) -> list[Completion]:
-        comps = await self.endpoint.chat(messages, self.usage, n=n, sample_index=sample_index, **overrides)
+        try:
+            comps = await self.endpoint.chat(messages, self.usage, n=n, sample_index=sample_index, **overrides)
+        except EndpointFatalError as exc:
+            raise exc.for_role(self.role) from None
         if self._on_call:
             self._on_call(self.role, self.usage)
         return comps
@@ -233,16 +302,39 @@ class LLMPool:
         if name not in self._endpoints:
             ep_cfg = self.config.models[name]
             cls = self.registry.get("chat_provider", ep_cfg.provider)
-            self._endpoints[name] = Endpoint(name, ep_cfg, cls(ep_cfg), self.cache)
+            self._endpoints[name] = Endpoint(name, ep_cfg, cls(ep_cfg), self.cache, default_seed=self.config.run.seed)
         return self._endpoints[name]
 
-    def for_role(self, role: str) -> RoleClient:
+    def endpoint_name(self, role: str) -> str:
         name = getattr(self.config.roles, role, None)
         if role == "contrast" and name is None:
             name = self.config.roles.assistant_simulator
         if name is None:
             raise KeyError(role)
-        return RoleClient(role, self.endpoint(name), self.usage[role], self._progress)
+        return name
+
+    def for_role(self, role: str) -> RoleClient:
+        return RoleClient(role, self.endpoint(self.endpoint_name(role)), self.usage[role], self._progress)
+
+    def preflight(self, roles: list[str]) -> None:
+        """Check what can be checked without a call (a key variable that is not set), for
+        every endpoint these roles use, before any work starts."""
+        for role in roles:
+            ep = self.endpoint(self.endpoint_name(role))
+            try:
+                ep.provider.check_credentials()
+            except LLMError as exc:
+                try:
+                    ep._raise_fatal(exc)
+                except EndpointFatalError as fatal:
+                    raise fatal.for_role(role) from None
+
+    def totals(self) -> dict[str, float]:
+        """Wire calls, tokens and cost so far, over every role (for progress lines)."""
+        us = list(self.usage.values())
+        return {"calls": sum(u.wire_calls for u in us), "cached": sum(u.cached_samples for u in us),
+                "tokens": sum(u.prompt_tokens + u.completion_tokens for u in us),
+                "cost_usd": sum(u.cost_usd for u in us)}
 
     def _progress(self, role: str, usage: RoleUsage) -> None:
         if not self._show:

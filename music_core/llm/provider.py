@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import AuthError
 from .types import Completion, ProviderCall
@@ -19,12 +19,17 @@ class ChatProvider(ABC):
     that ``music --help`` stays fast. Disable the SDK's own retries: the execution layer
     retries, so that backoff, rate limits and wire counts are all in one place.
 
-    Subclasses set ``name`` and, when the API can return several samples in one call,
-    ``supports_n = True``.
+    Subclasses set ``name``; ``supports_seed = True`` when the API takes a sampling seed (each
+    sample index is then sent as its own request with seed ``base + index``);
+    ``supports_n = True`` when it can return several samples in one call (used only without a
+    seed); ``transport_options`` names the endpoint options that cannot change an answer
+    (everything else in ``options`` is part of the cache key).
     """
 
     name: ClassVar[str] = ""
     supports_n: ClassVar[bool] = False
+    supports_seed: ClassVar[bool] = False
+    transport_options: ClassVar[frozenset[str]] = frozenset()
     default_api_key_env: ClassVar[str | None] = None
     requires_api_key: ClassVar[bool] = True
     enforce_timeout: ClassVar[bool] = True  # False for in-process models that queue requests
@@ -38,8 +43,19 @@ class ChatProvider(ABC):
         var = self.endpoint.api_key_env or self.default_api_key_env
         key = os.environ.get(var) if var else None
         if not key and self.requires_api_key and var:
-            raise AuthError(f"{self.name}: environment variable {var} is not set (endpoint model {self.endpoint.model!r})")
+            raise AuthError(f"{self.name}: environment variable {var} is not set")
         return key
+
+    def check_credentials(self) -> None:
+        """Raise now what would fail every call (AuthError for a missing key variable, a
+        BadRequestError for a setting the API refuses): called before any work starts."""
+        self.api_key()
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What names this endpoint's answers in the cache: everything that can change one."""
+        opts = {k: v for k, v in (self.endpoint.options or {}).items() if k not in self.transport_options}
+        return {"provider": self.name, "model": self.endpoint.model, "base_url": self.endpoint.base_url,
+                "options": opts}
 
     @abstractmethod
     async def generate(self, call: ProviderCall) -> list[Completion]:

@@ -23,10 +23,13 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_json_lines(path)] if path.exists() else []
 
 
-def build(out: Path, usage: dict[str, Any] | None = None, max_attempts: int = 4) -> dict[str, Any]:
+def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
+          max_attempts: int = 4) -> dict[str, Any]:
+    run = run or {}
     pairs = _read(out)
     paths = side_paths(out)
-    errors, filtered = _read(paths["errors"]), _read(paths["filtered"])
+    errors = [e for e in _read(paths["errors"]) if e.get("final") is True]
+    filtered = _read(paths["filtered"])
     turns_hist = Counter(p["meta"].get("num_turns", 0) for p in pairs)
     per_turn: dict[int, dict[str, list[int]]] = {}
     for p in pairs:
@@ -40,11 +43,21 @@ def build(out: Path, usage: dict[str, Any] | None = None, max_attempts: int = 4)
     attempts += [a for e in errors for a in e.get("user_turn_attempts", [])]
     sim_failures = sum(1 for p in pairs if str(p["meta"].get("stop_reason", "")).startswith("user_simulator_failed"))
     draws = sum(attempts) + sim_failures * max_attempts
-    infos = [t.get("strategy_info") or {} for p in pairs for t in p["meta"].get("turns", [])]
+    contrasted = [t for p in pairs for t in p["meta"].get("turns", []) if t.get("contrasted")]
+    infos = [t.get("strategy_info") or {} for t in contrasted]
+    fallback_turns = sum(1 for i in infos if "fallback" in i)
+    rejections = Counter(r for p in pairs for r in p["meta"].get("user_turn_rejections", []))
+    rejections.update(r for e in errors for r in e.get("user_turn_rejections", []))
+    drawn = len(attempts) + sum(rejections.values())
     rewrite_attempts = [i["rewrite_attempts"] for i in infos if "rewrite_attempts" in i]
     total = len(pairs) + len(errors) + len(filtered)
+    config = json.loads(paths["config"].read_text()) if paths["config"].exists() else {}
     report = {
         "output": str(out),
+        "prompt_profile": (config.get("synth") or {}).get("prompt_profile"),
+        "seeds": run.get("seeds"), "missing": run.get("missing", 0), "transient_failures": run.get("transient", {}),
+        "fallback_turn_share": round(fallback_turns / max(1, len(contrasted)), 4),
+        "pairs_made_by_fallback": dict(Counter(p["meta"].get("made_by_fallback", "none") for p in pairs)),
         "pairs": len(pairs), "errors": len(errors), "filtered": len(filtered),
         "filter_rejection_rate": round(len(filtered) / max(1, len(pairs) + len(filtered)), 4),
         "error_rate": round(len(errors) / max(1, total), 4),
@@ -59,15 +72,19 @@ def build(out: Path, usage: dict[str, Any] | None = None, max_attempts: int = 4)
             "accepted_first_try": round(sum(1 for a in attempts if a == 1) / max(1, len(attempts)), 4),
             "usable_share_of_samples": round(len(attempts) / max(1, draws), 4),
             "conversations_cut_short": sim_failures,
+            "samples_drawn": drawn,
+            "rejection_rate": round(sum(rejections.values()) / max(1, drawn), 4),
+            "rejections_by_reason": dict(rejections.most_common()),
         },
         "contrast": {
             "turns": len(infos),
-            "fallbacks": sum(1 for i in infos if "fallback" in i),
+            "fallbacks": fallback_turns,
+            "by_strategy": dict(Counter(t.get("strategy") or "?" for t in contrasted)),
             "noop_turns": sum(1 for i in infos if i.get("noop")),
             "rewrite_first_try": round(sum(1 for a in rewrite_attempts if a == 1) / max(1, len(rewrite_attempts)), 4) if rewrite_attempts else None,
         },
         "tokens_in_pairs": {k: sum(p["meta"].get("usage", {}).get(k, 0) for p in pairs)
-                            for k in ("samples", "cached_samples", "prompt_tokens", "completion_tokens")},
+                            for k in ("samples", "prompt_tokens", "completion_tokens")},
         "usage_this_run": usage or {},
         "cost_usd_this_run": round(sum(u.get("cost_usd", 0.0) for u in (usage or {}).values()), 6),
     }
@@ -75,15 +92,21 @@ def build(out: Path, usage: dict[str, Any] | None = None, max_attempts: int = 4)
 
 
 def to_markdown(r: dict[str, Any]) -> str:
+    c = r["contrast"]
     lines = ["# Synthesis report", "", f"Output: `{r['output']}`", "",
-             f"- pairs: **{r['pairs']}**, errors: {r['errors']} ({r['error_rate']:.1%}), filtered: {r['filtered']} "
-             f"(rejection rate {r['filter_rejection_rate']:.1%})",
+             f"- prompt profile: **{r['prompt_profile']}** (docs/prompt-profiles.md lists how it differs from the paper)",
+             f"- pairs: **{r['pairs']}**, final errors: {r['errors']} ({r['error_rate']:.1%}), filtered: {r['filtered']} "
+             f"(rejection rate {r['filter_rejection_rate']:.1%})"
+             + (f", **missing after transient failures: {r['missing']}** (rerun to make them)" if r["missing"] else ""),
+             f"- **contrast turns made by the fallback strategy: {c['fallbacks']} of {c['turns']} "
+             f"({r['fallback_turn_share']:.1%})**; pairs made by a fallback: {r['pairs_made_by_fallback']}",
              f"- turns per pair: {r['turns_per_pair']} (mean {r['mean_turns']}); stop reasons: {r['stop_reasons']}",
              f"- user simulator: {r['user_simulator']['turns_accepted']} turns accepted, "
              f"{r['user_simulator']['accepted_first_try']:.1%} on the first try, "
              f"{r['user_simulator']['usable_share_of_samples']:.1%} of samples usable, "
-             f"{r['user_simulator']['conversations_cut_short']} conversations cut short",
-             f"- contrast: {r['contrast']['turns']} turns, {r['contrast']['fallbacks']} fallbacks, "
+             f"{r['user_simulator']['conversations_cut_short']} conversations cut short; "
+             f"{r['user_simulator']['rejection_rate']:.1%} of samples rejected: {r['user_simulator']['rejections_by_reason']}",
+             f"- contrast: {r['contrast']['turns']} turns by strategy {r['contrast']['by_strategy']}, "
              f"{r['contrast']['noop_turns']} with nothing to contrast"
              + (f", rewrites valid on first try {r['contrast']['rewrite_first_try']:.1%}" if r['contrast']['rewrite_first_try'] is not None else ""),
              ]
@@ -98,12 +121,12 @@ def to_markdown(r: dict[str, Any]) -> str:
                      f"{sum(u['errors'].values())} | {u['prompt_tokens']} | {u['completion_tokens']} | {u['cost_usd']:.4f} |")
     t = r["tokens_in_pairs"]
     lines += ["", f"Tokens behind all pairs in the file: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
-              f"({t['samples']} samples, {t['cached_samples']} from cache).", ""]
+              f"({t['samples']} samples; what this run paid is in the table above).", ""]
     return "\n".join(lines)
 
 
-def write(out: Path, usage: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    r = build(out, usage)
+def write(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    r = build(out, usage, run)
     json_path, md_path = out.with_name(out.stem + ".report.json"), out.with_name(out.stem + ".report.md")
     write_text_atomic(json_path, json.dumps(r, indent=2) + "\n")
     write_text_atomic(md_path, to_markdown(r))

@@ -8,6 +8,12 @@
             history. Contrast at every turn (from ``contrast_from_turn``).
 - T turns; stop early on the user simulator's end token or the context budget.
 The two branches' calls at each step run concurrently, so batched providers see both.
+
+Failures have three fates (see :mod:`music_core.llm.errors`): a transient LLM error (retries
+exhausted) and an endpoint's fatal error propagate out of :meth:`RolloutEngine.run`, so that the
+runner leaves the pair undone for the next run or stops the run; only content failures (a
+contrast that cannot be made, a simulator that never gives a usable turn, an invalid pair)
+become a final :class:`RolloutResult` with its reason.
 """
 
 from __future__ import annotations
@@ -26,7 +32,29 @@ from ..contracts import (
     UserSimulator,
 )
 from ..data import Message, PreferencePair
+from ..llm.errors import EndpointFatalError, LLMError
 from .seeds import Seed
+from .text import normalize
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error the next run should retry (never recorded as a finished failure)."""
+    return isinstance(exc, LLMError) and exc.retryable and not isinstance(exc, EndpointFatalError)
+
+
+def must_propagate(exc: BaseException) -> bool:
+    return isinstance(exc, EndpointFatalError) or is_transient(exc) or not isinstance(exc, Exception)
+
+
+async def both(a: Any, b: Any) -> tuple[Any, Any]:
+    """Await two steps; wait for both even when one fails (no orphaned calls), then raise the
+    most serious failure: an endpoint's fatal error, then a transient one, then the first."""
+    ra, rb = await asyncio.gather(a, b, return_exceptions=True)
+    errors = [r for r in (ra, rb) if isinstance(r, BaseException)]
+    if errors:
+        errors.sort(key=lambda e: 0 if isinstance(e, EndpointFatalError) else 1 if must_propagate(e) else 2)
+        raise errors[0]
+    return ra, rb
 
 
 @dataclass
@@ -39,21 +67,19 @@ class RolloutSettings:
 
 @dataclass
 class Tally:
-    """Calls, samples and billed tokens of one rollout (cached samples cost nothing)."""
+    """Samples and tokens behind one rollout, whether this run paid for them or the cache had
+    them: a pair's provenance must not depend on which run made it (what each run paid is in
+    the synthesis report's usage table)."""
 
     samples: int = 0
-    cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     def add(self, comps: list[Any]) -> None:
         for c in comps:
             self.samples += 1
-            if c.cached:
-                self.cached += 1
-            else:
-                self.prompt_tokens += c.usage.prompt_tokens
-                self.completion_tokens += c.usage.completion_tokens
+            self.prompt_tokens += c.usage.prompt_tokens
+            self.completion_tokens += c.usage.completion_tokens
 
 
 class TalliedClient:
@@ -81,6 +107,7 @@ class RolloutResult:
     error: str | None = None
     stop_reason: str = ""
     user_turn_attempts: list[int] = field(default_factory=list)
+    user_turn_rejections: list[str] = field(default_factory=list)
 
 
 class RolloutEngine:
@@ -93,15 +120,23 @@ class RolloutEngine:
         self.provenance = provenance
         self.seed = seed
 
-    async def _contrast(self, req: ContrastRequest) -> ContrastOutcome:
+    async def _contrast(self, req: ContrastRequest, chosen_step: Any) -> tuple[Any, ContrastOutcome, str]:
+        """The chosen answer, the rejected outcome and the strategy that made it. A fallback is
+        recorded as such, and may never hand back the chosen answer as the rejected one."""
         try:
-            return await self.strategy.contrast(req)
+            a_chosen, outcome = await both(chosen_step, self.strategy.contrast(req))
+            return a_chosen, outcome, self.strategy.name
         except ContrastError as exc:
             if self.fallback is None:
                 raise
-            outcome = await self.fallback.contrast(req)
-            outcome.info = {**outcome.info, "fallback": self.fallback.name, "fallback_reason": str(exc)[:300]}
-            return outcome
+            reason = str(exc)
+        a_chosen = chosen_step.result()  # a finished task: both() waited for it
+        outcome = await self.fallback.contrast(req)
+        if outcome.info.get("noop") or normalize(outcome.answer) == normalize(a_chosen.text):
+            raise ContrastError(f"fallback {self.fallback.name} gave the chosen answer again "
+                                f"(after: {reason[:200]})")
+        outcome.info = {**outcome.info, "fallback": self.fallback.name, "fallback_reason": reason[:300]}
+        return a_chosen, outcome, self.fallback.name
 
     def _tokens(self, msgs: list[Message], client: Any) -> int:
         return sum(client.count_tokens(m["content"]) + 4 for m in msgs)
@@ -118,27 +153,30 @@ class RolloutEngine:
         rejected: list[Message] = list(seed.context) + [u1]
         turns: list[dict[str, Any]] = []
         attempts: list[int] = []
+        rejections: list[str] = []  # why user-simulator samples were refused, one reason each
         stop_reason = "turns"
         for t in range(1, s.turns + 1):
             contrast = t >= s.contrast_from_turn
             original = rejected[-1]["content"]
-            chosen_step = self.assistant.respond(chosen, asst_llm)
-            if contrast:
-                req = ContrastRequest(history=rejected[:-1], instruction=original, turn=t, assistant=self.assistant,
-                                      assistant_llm=asst_llm, rewrite_llm=rewrite_llm, rng=rng)
-                rejected_step = self._contrast(req)
-            else:
-                rejected_step = self.assistant.respond(rejected, asst_llm)
+            chosen_step = asyncio.ensure_future(self.assistant.respond(chosen, asst_llm))
             try:
-                a_chosen, outcome = await asyncio.gather(chosen_step, rejected_step)
-            except Exception as exc:  # a strategy or simulator gave up: an error row, never a pair
-                return RolloutResult(None, f"turn {t}: {type(exc).__name__}: {exc}", "error", attempts)
-            a_rejected = outcome.answer if contrast else outcome.text
-            modified = outcome.modified_instruction if contrast else None
-            info = outcome.info if contrast else {}
+                if contrast:
+                    req = ContrastRequest(history=rejected[:-1], instruction=original, turn=t, assistant=self.assistant,
+                                          assistant_llm=asst_llm, rewrite_llm=rewrite_llm, rng=rng)
+                    a_chosen, outcome, made_by = await self._contrast(req, chosen_step)
+                    a_rejected, modified, info = outcome.answer, outcome.modified_instruction, outcome.info
+                else:
+                    a_chosen, plain = await both(chosen_step, self.assistant.respond(rejected, asst_llm))
+                    a_rejected, modified, info, made_by = plain.text, None, {}, None
+            except Exception as exc:
+                if must_propagate(exc):
+                    raise  # transient or the endpoint's: the runner decides, this is no result
+                # a strategy or simulator gave up on this content: a final error row, never a pair
+                return RolloutResult(None, f"turn {t}: {type(exc).__name__}: {exc}", "error", attempts, rejections)
             chosen.append({"role": "assistant", "content": a_chosen.text})
             rejected.append({"role": "assistant", "content": a_rejected})
             turns.append({"turn": t, "original": original, "modified": modified, "contrasted": contrast,
+                          "strategy": made_by,
                           "chosen_user": chosen[-2]["content"] if chosen[-2]["content"] != original else None,
                           "strategy_info": info})
             if t == s.turns:
@@ -152,32 +190,42 @@ class RolloutEngine:
                     nxt = await self.user.next_turn(chosen, user_llm)
                     nxt_c = nxt_r = nxt
                 else:
-                    nxt_c, nxt_r = await asyncio.gather(self.user.next_turn(chosen, user_llm),
-                                                        self.user.next_turn(rejected, user_llm))
+                    nxt_c, nxt_r = await both(self.user.next_turn(chosen, user_llm),
+                                              self.user.next_turn(rejected, user_llm))
             except Exception as exc:
-                # The turns so far still make a valid pair; a user simulator that cannot go on
-                # ends the conversation early, as the end token would.
+                if must_propagate(exc):
+                    raise
+                # The turns so far still make a valid pair; a user simulator that cannot give a
+                # usable turn ends the conversation early, as the end token would.
+                rejections += list(getattr(exc, "reasons", []))
                 stop_reason = f"user_simulator_failed: {type(exc).__name__}"
                 break
             attempts += [nxt_c.attempts] + ([] if s.shared_user_turns else [nxt_r.attempts])
+            for nxt in ([nxt_c] if s.shared_user_turns else [nxt_c, nxt_r]):
+                rejections += list(nxt.info.get("rejected", []))
             if nxt_c.ended or nxt_r.ended:
                 stop_reason = "end_token"
                 break
             chosen.append({"role": "user", "content": nxt_c.text})
             rejected.append({"role": "user", "content": nxt_r.text})
         if chosen == rejected:
-            return RolloutResult(None, "chosen and rejected came out identical", "identical", attempts)
+            return RolloutResult(None, "chosen and rejected came out identical", "identical", attempts, rejections)
+        made = [t["strategy"] for t in turns if t["contrasted"]]
+        fallback_turns = sum(1 for t in turns if "fallback" in t["strategy_info"])
         meta = {
             **self.provenance,
             "seed_id": seed.id, "seed_conversation": seed.conversation_id, "seed_source": seed.source,
             "seed_group": seed.group,
             "context_turns": seed.context_turns, "prefix_messages": len(seed.context) + 1,
             "num_turns": len(turns), "stop_reason": stop_reason, "turns": turns, "user_turn_attempts": attempts,
-            "usage": {"samples": tally.samples, "cached_samples": tally.cached,
-                      "prompt_tokens": tally.prompt_tokens, "completion_tokens": tally.completion_tokens},
+            "user_turn_rejections": rejections,
+            "turn_strategies": made, "fallback_turns": fallback_turns,
+            "made_by_fallback": "none" if not fallback_turns else "wholly" if fallback_turns == len(made) else "partly",
+            "usage": {"samples": tally.samples, "prompt_tokens": tally.prompt_tokens,
+                      "completion_tokens": tally.completion_tokens},
         }
         pair = PreferencePair(id=pair_id, chosen=chosen, rejected=rejected, source="music", meta=meta)
         errs = pair.errors()
         if errs:
-            return RolloutResult(None, "invalid pair: " + "; ".join(errs), "invalid", attempts)
-        return RolloutResult(pair, None, stop_reason, attempts)
+            return RolloutResult(None, "invalid pair: " + "; ".join(errs), "invalid", attempts, rejections)
+        return RolloutResult(pair, None, stop_reason, attempts, rejections)

@@ -42,7 +42,9 @@ class Response:
 @dataclass
 class FaultPlan:
     """Which requests fail and how. ``rate`` of requests (seeded) fail with one of ``kinds``;
-    or ``script`` lists a fault per request number (None = serve normally)."""
+    or ``script`` lists a fault per request number (None = serve normally). ``outage_s``: every
+    request in the first seconds after the first one fails with ``outage_kind`` (an outage at
+    the start of a run)."""
 
     rate: float = 0.0
     kinds: tuple[str, ...] = ("429", "500", "timeout")
@@ -50,14 +52,22 @@ class FaultPlan:
     hang_s: float = 30.0
     seed: int = 0
     script: list[str | None] | None = None
+    outage_s: float = 0.0
+    outage_kind: str = "500"
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._n = 0
+        self._first: float | None = None
 
     def next(self) -> str | None:
         with self._lock:
+            now = time.monotonic()
+            if self._first is None:
+                self._first = now
+            if now - self._first < self.outage_s:
+                return self.outage_kind
             i, self._n = self._n, self._n + 1
             if self.script is not None:
                 return self.script[i] if i < len(self.script) else None

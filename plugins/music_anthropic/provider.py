@@ -7,16 +7,31 @@ from typing import Any
 from music_core.llm import errors as E
 from music_core.llm.provider import ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage
+from music_core.progress import log
 
 
 class AnthropicProvider(ChatProvider):
     name = "anthropic"
     supports_n = False  # the Messages API returns one sample per call
+    supports_seed = False  # and takes no seed: samples are separate calls, sampled by the server
     default_api_key_env = "ANTHROPIC_API_KEY"
 
     def __init__(self, endpoint):
         super().__init__(endpoint)
         self._client: Any = None
+        self._warned = False
+
+    def _sampling_params(self) -> bool:
+        return bool(self.endpoint.options.get("sampling_params"))
+
+    def check_credentials(self) -> None:
+        super().check_credentials()
+        e = self.endpoint
+        if not self._sampling_params() and (e.temperature != 1.0 or e.top_p is not None):
+            raise E.BadRequestError(
+                f"anthropic: the endpoint sets temperature {e.temperature}" + (f" and top_p {e.top_p}" if e.top_p else "")
+                + ", but the current Messages API takes no sampling parameters; remove them (temperature 1.0 is the "
+                  "API's own), or set options.sampling_params: true for a model or proxy that takes them")
 
     def client(self) -> Any:
         if self._client is None:
@@ -37,10 +52,17 @@ class AnthropicProvider(ChatProvider):
             kw["system"] = system
         if p.stop:
             kw["stop_sequences"] = list(p.stop)
-        # Current Claude models and SDKs take no sampling parameters; older models and proxies
-        # do, through the raw body (options.sampling_params: true).
-        if self.endpoint.options.get("sampling_params"):
+        # The current Messages API (and SDK) takes no sampling parameters. Older models and
+        # proxies do: options.sampling_params: true sends them through the raw body. Otherwise a
+        # configured temperature is refused before any call (preflight) and a component's own
+        # request for one (a judge's 0.0) is dropped with a warning, never silently.
+        if self._sampling_params():
             kw["extra_body"] = {"temperature": p.temperature, **({"top_p": p.top_p} if p.top_p is not None else {})}
+        elif (p.temperature != 1.0 or p.top_p is not None) and not self._warned:
+            self._warned = True
+            log(f"warning: anthropic endpoint (model {self.endpoint.model}): the Messages API takes no sampling "
+                f"parameters, so a component's temperature {p.temperature} is not applied "
+                f"(options.sampling_params: true sends it, for models and proxies that take it)")
         if self.endpoint.options.get("effort"):
             kw["output_config"] = {"effort": self.endpoint.options["effort"]}
         return kw
@@ -48,12 +70,11 @@ class AnthropicProvider(ChatProvider):
     async def generate(self, call: ProviderCall) -> list[Completion]:
         import anthropic
 
+        request = self._request(call)  # a refused parameter is raised before any wire call
         try:
-            resp = await self.client().messages.create(**self._request(call))
-        except anthropic.APITimeoutError as exc:
-            raise E.LLMTimeoutError(f"anthropic: {exc}") from None
-        except anthropic.APIConnectionError as exc:
-            raise E.LLMConnectionError(f"anthropic: {exc}") from None
+            resp = await self.client().messages.create(**request)
+        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
+            raise E.transport_error(exc, "anthropic") from None
         except anthropic.APIStatusError as exc:
             retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
             status = exc.status_code

@@ -11,7 +11,7 @@ from music_core.testing import FaultPlan, LoopbackServer, Request, Response
 
 
 def echo(messages: list[dict], index: int) -> str:
-    return f"echo: {messages[-1]['content'] if messages else ''}"
+    return f"echo[{index}]: {messages[-1]['content'] if messages else ''}"
 
 
 def handle(req: Request, reply: Callable[[list[dict], int], str] = echo, seen: dict | None = None) -> Response:
@@ -20,9 +20,13 @@ def handle(req: Request, reply: Callable[[list[dict], int], str] = echo, seen: d
     if not (req.headers.get("x-api-key") or req.headers.get("authorization", "").removeprefix("Bearer ").strip()):
         return Response(401, {"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
     body = req.json()
+    if body.get("model") == "missing-model":
+        return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": "model: missing-model"}})
     if body.get("model") == "bad-model":
         return Response(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "bad model"}})
     last = body["messages"][-1]["content"] if body.get("messages") else ""
+    if "[[bad-request]]" in last:
+        return Response(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt refused"}})
     if "[[safety]]" in last:
         content, stop = [], "refusal"
     elif "[[empty]]" in last:

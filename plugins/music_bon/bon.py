@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from music_core import progress
+from music_core.config import resolve_user_simulator
 from music_core.contracts import EvalReport, Evaluator
 from music_core.data import Conversation, Message
 from music_core.evaluation import load_scorer
@@ -77,7 +78,7 @@ class BestOfN(Evaluator):
         scorers = {name: load_scorer(ctx, path) for name, path in reward_models.items()}
         locks = {name: threading.Lock() for name in scorers}
         policy, user_llm = ctx.role("policy"), ctx.role("user_simulator")
-        user = ctx.component("simulator", ctx.config.synth.user_simulator, ctx.config.synth.user_simulator_options)
+        user = ctx.component("simulator", resolve_user_simulator(ctx.config), ctx.config.synth.user_simulator_options)
         judge = ctx.component("judge", cfg.judge, cfg.judge_options)
         judge_llm = ctx.role("judge")
         ns = sorted(set(cfg.n))
@@ -121,7 +122,7 @@ class BestOfN(Evaluator):
 
         jobs = [(s, pid, p, None, 1) for s, pid, p in prompts]
         jobs += [(s, pid, p, rm, n) for s, pid, p in prompts for rm in scorers for n in bigger]
-        task = progress.Task("bon:dialogues", total=len(jobs))
+        task = progress.Task("bon:dialogues", total=len(jobs), unit="dialogues", detail=self.ctx.llm.totals)
         dialogues = await asyncio.gather(*(converse(*j) for j in jobs))
         task.close()
         by_key = {(d.prompt_set, d.prompt_id, d.rm, d.n): d for d in dialogues}
@@ -135,7 +136,7 @@ class BestOfN(Evaluator):
             for a, b in itertools.combinations(sorted(scorers), 2):
                 for n in bigger:
                     comparisons.append((f"{a} vs {b}", s, n, pid, by_key[(s, pid, a, n)], by_key[(s, pid, b, n)]))
-        jtask = progress.Task("bon:judge", total=len(comparisons))
+        jtask = progress.Task("bon:judge", total=len(comparisons), unit="comparisons", detail=self.ctx.llm.totals)
 
         async def judged(c):
             async with sem:

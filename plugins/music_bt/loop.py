@@ -99,7 +99,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     batcher = Batcher(train, cfg, pack, pad_id)
     log_path = out_dir / "train_log.jsonl"
     start = checkpoint.resume(acc, out_dir, log_path)
-    task = progress.Task("train", total=steps)
+    task = progress.Task("train", total=steps, unit="steps")
     task.advance(start)
     device = acc.device
     world, rank = acc.num_processes, acc.process_index

@@ -5,6 +5,15 @@ assistant answer the modified instruction well, and not the original.
 Rewrites are validated (not an echo, not a different topic, not an answer) and retried with
 fresh samples; a rewrite that never validates raises ContrastError (the engine then uses
 ``synth.fallback_strategy`` or records an error row).
+
+The prompt profile (``synth.prompt_profile``) sets the defaults, each overridable in
+``synth.strategy_options``:
+
+- ``paper``: the rewriter sees the whole conversation so far; the assistant then answers the
+  modified instruction exactly as it would any instruction, seeing only ``u'_t`` (as in the paper).
+- ``small-model``: the rewriter sees only the last answer, cut to 300 characters, with few-shot
+  examples and a 64-token budget; the assistant is also told not to answer the original
+  instruction (a 135M model otherwise answers ``u_t`` anyway).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from pathlib import Path
 
 from music_core.config import options
 from music_core.contracts import ContrastError, ContrastOutcome, ContrastRequest, ContrastStrategy
+from music_core.errors import ConfigError
 from music_core.synth.templates import load_template
 from music_core.synth.text import (
     first_sentences,
@@ -21,9 +31,18 @@ from music_core.synth.text import (
     similarity,
     sounds_like_assistant,
     strip_label,
+    transcript,
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
+
+# What each prompt profile sets when the option is left unset (null).
+PROFILE_DEFAULTS = {
+    "paper": {"template": "instruction_contrast_paper.yaml", "context": "history", "context_chars": None,
+              "guidance": False, "max_tokens": None, "max_chars": 2000},
+    "small-model": {"template": "instruction_contrast.yaml", "context": "last-answer", "context_chars": 300,
+                    "guidance": True, "max_tokens": 64, "max_chars": 500},
+}
 
 
 @dataclass
@@ -32,9 +51,11 @@ class InstructionContrastOptions:
     max_attempts: int = 4
     min_similarity: float = 0.15  # below: a different topic, not an adjacent instruction
     max_similarity: float = 0.95  # above: an echo
-    max_chars: int = 500
-    context_chars: int = 300      # how much of the last assistant turn the rewriter sees
-    max_tokens: int = 64
+    max_chars: int | None = None
+    context: str | None = None    # what the rewriter sees: history (the whole conversation) or last-answer
+    context_chars: int | None = None  # cut each shown message to this many characters (null: no cut)
+    guidance: bool | None = None  # also tell the assistant not to answer the original instruction
+    max_tokens: int | None = None
     temperature: float | None = None
 
 
@@ -45,7 +66,15 @@ class InstructionContrast(ContrastStrategy):
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
         self.opts = options(InstructionContrastOptions, opts, "synth.strategy_options")
-        self.template = load_template(self.opts.template or TEMPLATES / "instruction_contrast.yaml")
+        self.profile = getattr(ctx, "prompt_profile", None) or "paper"
+        for key, value in PROFILE_DEFAULTS[self.profile].items():
+            if getattr(self.opts, key) is None:
+                setattr(self.opts, key, value)
+        if self.opts.context not in ("history", "last-answer"):
+            raise ConfigError(f"config key 'synth.strategy_options.context': {self.opts.context!r} is not "
+                              f"'history' or 'last-answer'")
+        template = Path(self.opts.template)
+        self.template = load_template(template if template.is_absolute() or template.exists() else TEMPLATES / template)
 
     def rewrite_prompt(self, request: ContrastRequest) -> list[dict]:
         t = self.template
@@ -54,8 +83,13 @@ class InstructionContrast(ContrastStrategy):
             msgs.append({"role": "user", "content": t.render(t.instruction, context=ex.get("context", "(none)"),
                                                              instruction=ex["instruction"])})
             msgs.append({"role": "assistant", "content": ex["modified"]})
-        last_answer = next((m["content"] for m in reversed(request.history) if m["role"] == "assistant"), "")
-        context = last_answer[: self.opts.context_chars] if last_answer else "(none)"
+        if self.opts.context == "history":
+            shown = [m for m in request.history if m["role"] != "system"]
+            context = transcript(shown, self.opts.context_chars) or "(none: this is the first message)"
+        else:
+            last_answer = next((m["content"] for m in reversed(request.history) if m["role"] == "assistant"), "")
+            cut = self.opts.context_chars
+            context = (last_answer if cut is None else last_answer[:cut]) if last_answer else "(none)"
         msgs.append({"role": "user", "content": t.render(t.instruction, context=context, instruction=request.instruction)})
         return msgs
 
@@ -70,11 +104,11 @@ class InstructionContrast(ContrastStrategy):
             return False, f"too close to the original ({sim:.2f})"
         if sim < self.opts.min_similarity:
             return False, f"unrelated to the original ({sim:.2f})"
-        if len(text) > self.opts.max_chars:
+        if self.opts.max_chars is not None and len(text) > self.opts.max_chars:
             return False, "too long"
         if sounds_like_assistant(text):
             return False, "an answer, not an instruction"
-        if context and similarity(text, context[: len(text) * 2]) > 0.5:
+        if context and self.opts.context == "last-answer" and similarity(text, context[: len(text) * 2]) > 0.5:
             return False, "copied from the assistant's answer"
         return True, text
 
@@ -82,7 +116,7 @@ class InstructionContrast(ContrastStrategy):
         msgs = self.rewrite_prompt(request)
         last_answer = next((m["content"] for m in reversed(request.history) if m["role"] == "assistant"), "")
         reasons = []
-        overrides = {"max_tokens": self.opts.max_tokens}
+        overrides = {} if self.opts.max_tokens is None else {"max_tokens": self.opts.max_tokens}
         if self.opts.temperature is not None:
             overrides["temperature"] = self.opts.temperature
         for attempt in range(self.opts.max_attempts):
@@ -91,11 +125,13 @@ class InstructionContrast(ContrastStrategy):
             if not ok:
                 reasons.append(value)
                 continue
-            guidance = self.template.render(self.template.guidance, original=request.instruction, modified=value)
+            guidance = (self.template.render(self.template.guidance, original=request.instruction, modified=value)
+                        if self.opts.guidance and self.template.guidance else None)
             answer = await request.assistant.respond(request.history + [{"role": "user", "content": value}],
                                                      request.assistant_llm, guidance=guidance)
             return ContrastOutcome(answer=answer.text, modified_instruction=value,
                                    info={"rewrite_attempts": attempt + 1, "template": self.template.tag,
+                                         "rewrite_rejected": reasons, "profile": self.profile,
                                          "similarity": round(similarity(value, request.instruction), 3)})
         raise ContrastError(f"instruction-contrast: no valid rewrite in {self.opts.max_attempts} attempts "
                             f"({'; '.join(reasons)})")

@@ -17,6 +17,7 @@ BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATI
 class GeminiProvider(ChatProvider):
     name = "gemini"
     supports_n = True  # candidate_count
+    supports_seed = True  # GenerateContentConfig.seed: sample i goes out with seed + i
     default_api_key_env = "GEMINI_API_KEY"
 
     def __init__(self, endpoint):
@@ -35,9 +36,11 @@ class GeminiProvider(ChatProvider):
             from google import genai
             from google.genai import types
 
+            # attempts=1: never retry inside the SDK. retry_options=None is not enough: the SDK
+            # then retries aiohttp connection errors on its own, hidden from our limiter and counts.
             http = types.HttpOptions(timeout=int(self.endpoint.timeout_s * 1000), base_url=self.endpoint.base_url,
                                      api_version=self.endpoint.options.get("api_version"),
-                                     retry_options=None)  # never retry inside the SDK: the layer does
+                                     retry_options=types.HttpRetryOptions(attempts=1))
             opts = self.endpoint.options
             if self.vertex:
                 self._client = genai.Client(vertexai=True, project=opts.get("project"), location=opts.get("location"),
@@ -77,13 +80,11 @@ class GeminiProvider(ChatProvider):
         try:
             resp = await client.aio.models.generate_content(**self._request(call))
         except gerr.APIError as exc:
-            retry_after = None
-            headers = getattr(getattr(exc, "response", None), "headers", None)
-            if headers is not None:
-                retry_after = E.parse_retry_after(headers.get("retry-after"))
-            raise E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", retry_after) from None
-        except Exception as exc:  # transport errors come from httpx2 or aiohttp, by name
-            raise _transport_error(exc) from None
+            raise E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", _retry_after(exc)) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise E.ServerError(f"gemini: malformed response: {exc}") from None
+        except Exception as exc:  # transport errors come from httpx2 or aiohttp
+            raise E.transport_error(exc, "gemini") from None
         feedback = getattr(resp, "prompt_feedback", None)
         if feedback is not None and getattr(feedback, "block_reason", None):
             raise E.SafetyBlockedError(f"gemini: prompt blocked ({_enum(feedback.block_reason)})")
@@ -120,12 +121,14 @@ def _enum(value: Any) -> str:
     return str(getattr(value, "name", value)).split(".")[-1]
 
 
-def _transport_error(exc: Exception) -> E.LLMError:
-    name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, TimeoutError):
-        return E.LLMTimeoutError(f"gemini: {name}: {exc}")
-    if any(w in name for w in ("Connect", "Network", "Protocol", "ReadError", "WriteError", "Disconnected", "Transport")):
-        return E.LLMConnectionError(f"gemini: {name}: {exc}")
-    if isinstance(exc, ValueError):  # a body that is not JSON
-        return E.ServerError(f"gemini: malformed response: {exc}")
-    return E.LLMError(f"gemini: {name}: {exc}")
+def _retry_after(exc: Any) -> float | None:
+    """Google's RetryInfo.retryDelay from the error body ("37s"), else a Retry-After header."""
+    body = getattr(exc, "details", None)
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    for detail in (error.get("details") or []) if isinstance(error, dict) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = E.parse_duration(detail.get("retryDelay"))
+            if delay is not None:
+                return delay
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return E.parse_retry_after(headers.get("retry-after")) if headers is not None else None

@@ -1,9 +1,21 @@
-"""One generation engine per (model, dtype, device): a queue, a worker thread, a model."""
+"""One generation engine per (model, dtype, device): a queue, a worker thread, a model.
+
+Reproducible by construction: a sample depends only on (request, sample index, seed), never on
+which other requests shared its batch. Two things make that true on CPU:
+
+- **Sampling** draws from a generator of the row's own, seeded from the request, the sample
+  index and the seed (the Gumbel-max trick on the tempered, top-p-filtered distribution, then
+  an argmax), never from torch's global generator.
+- **Numerics**: a row's padding depends on its own length only (prompts are padded to a
+  multiple of ``BUCKET_TOKENS`` and only rows of one bucket share a batch), and a batch never
+  has a single row (a lone row runs beside a copy of itself). Measured on bf16 CPU: with both,
+  a row's logits are bitwise equal across batch compositions; without them they differ by up
+  to 0.4 (left padding) and the sampled text drifts.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import threading
 import time
@@ -14,6 +26,7 @@ from music_core.errors import MusicError
 from music_core.llm.errors import BadRequestError
 from music_core.llm.types import Completion, ProviderCall, Usage
 
+BUCKET_TOKENS = 64  # prompt lengths are padded to a multiple of this (see the module docstring)
 _ENGINES: dict[tuple[str, str, str], LocalEngine] = {}
 _LOCK = threading.Lock()
 
@@ -31,6 +44,9 @@ class _Job:
     call: ProviderCall
     future: Any
     loop: Any
+    text: str | None = None  # the prompt after the chat template
+    bucket: int = 0          # padded prompt length; only jobs of one bucket share a batch
+    error: Exception | None = None
 
 
 class LocalEngine:
@@ -134,9 +150,12 @@ class LocalEngine:
                     break
         except queue.Empty:
             pass
-        # Same sampling settings share a batch. When more is waiting than fits, take the oldest
-        # job and the jobs closest to it in prompt length: left padding to the longest prompt
-        # is paid by every row.
+        for job in self._pending:
+            if job.text is None:
+                self._prepare(job)
+        # Same sampling settings and the same padded length share a batch (a row's padding must
+        # not depend on its neighbours). When more is waiting than fits, take the oldest job and
+        # the jobs closest to it in prompt length.
         key = self._group_key(self._pending[0])
         same = [j for j in self._pending if self._group_key(j) == key]
         if sum(j.call.n for j in same) > self.max_batch_size:
@@ -151,15 +170,30 @@ class LocalEngine:
         self._pending = [j for j in self._pending if id(j) not in chosen]
         return batch
 
+    def _prepare(self, job: _Job) -> None:
+        if self._load_error is not None:
+            job.text, job.bucket = "", 0
+            return
+        try:
+            job.text = self.tokenizer.apply_chat_template(list(job.call.messages), tokenize=False,
+                                                          add_generation_prompt=True)
+        except Exception as exc:
+            job.text, job.bucket = "", -1  # a batch of its own; _generate raises the error
+            job.error = BadRequestError(f"local provider: chat template failed: {exc}")
+            return
+        n = len(self.tokenizer(job.text, add_special_tokens=False)["input_ids"])
+        job.bucket = -(-n // BUCKET_TOKENS) * BUCKET_TOKENS
+
     @staticmethod
     def _size(job: _Job) -> int:
         return sum(len(m["content"]) for m in job.call.messages)
 
     @staticmethod
     def _group_key(job: _Job) -> tuple:
-        # max_tokens and stop strings differ per row (see _RowLimits); sampling must not.
+        # max_tokens and stop strings differ per row (see _RowLimits); sampling and the padded
+        # prompt length must not.
         p = job.call.params
-        return (p.temperature, p.top_p)
+        return (p.temperature, p.top_p, job.bucket, id(job) if job.bucket < 0 else 0)
 
     @staticmethod
     def _resolve(job: _Job, comps: list[Completion] | None = None, exc: BaseException | None = None) -> None:
@@ -175,50 +209,50 @@ class LocalEngine:
 
     def _generate(self, batch: list[_Job]) -> list[list[Completion]]:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         tok, model = self.tokenizer, self.model
-        prompts, owners = [], []
+        for job in batch:
+            if job.error is not None:
+                raise job.error
+        prompts, owners, row_seeds = [], [], []
         for j, job in enumerate(batch):
-            try:
-                text = tok.apply_chat_template(list(job.call.messages), tokenize=False, add_generation_prompt=True)
-            except Exception as exc:
-                raise BadRequestError(f"local provider: chat template failed: {exc}") from None
-            for _ in range(job.call.n):
-                prompts.append(text)
+            for k in range(job.call.n):
+                prompts.append(job.text)
                 owners.append(j)
+                row_seeds.append(_row_seed(job.call, k))
+        real_rows = len(prompts)
+        if real_rows == 1:  # a batch of one takes another kernel path: run it beside a copy
+            prompts.append(prompts[0])
+            owners.append(owners[0])
+            row_seeds.append(row_seeds[0])
         # The template already holds the special tokens: adding them again would double BOS.
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = tok(prompts, return_tensors="pt", padding=True, pad_to_multiple_of=BUCKET_TOKENS,
+                  add_special_tokens=False).to(self.device)
         p = batch[0].call.params
         row_params = [batch[j].call.params for j in owners]
         limits = _RowLimits(enc["input_ids"].shape[1], [rp.max_tokens for rp in row_params],
                             [rp.stop for rp in row_params], tok)
         kwargs: dict[str, Any] = {"max_new_tokens": max(rp.max_tokens for rp in row_params),
                                   "pad_token_id": tok.pad_token_id, "eos_token_id": self.eos_ids,
-                                  "stopping_criteria": StoppingCriteriaList([limits])}
-        if p.temperature > 0:
-            kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p if p.top_p is not None else 1.0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        # Reproducible for a given batch: seed from the batch's content and sample indices.
-        digest = hashlib.sha256(repr([(job.call.messages, job.call.sample_indices, job.call.params.seed) for job in batch]).encode())
-        torch.manual_seed(int.from_bytes(digest.digest()[:8], "little") % (2**63))
+                                  "stopping_criteria": StoppingCriteriaList([limits]),
+                                  "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if p.temperature > 0:  # sampled by the rows' own generators, then an argmax
+            kwargs["logits_processor"] = LogitsProcessorList([_SeededSampler(p.temperature, p.top_p, row_seeds)])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         self.generate_seconds += time.perf_counter() - t0
         new = out[:, enc["input_ids"].shape[1]:]
         self.batches += 1
-        self.rows += len(prompts)
-        if os.environ.get("MUSIC_LOCAL_DEBUG"):
-            print(f"[local] batch {self.batches}: {len(prompts)} rows, prompt {enc['input_ids'].shape[1]} tok padded, "
-                  f"{time.perf_counter() - t0:.2f} s", flush=True)
+        self.rows += real_rows
+        new = new[:real_rows]
         results: list[list[Completion]] = [[] for _ in batch]
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()[:real_rows]
         self.prompt_tokens += int(sum(prompt_lens))
         self.padded_prompt_tokens += int(enc["input_ids"].numel())
         eos = torch.tensor(self.eos_ids, device=new.device)
-        for row, j in enumerate(owners):
+        for row, j in enumerate(owners[:real_rows]):
             ids = new[row][: row_params[row].max_tokens]
             is_eos = torch.isin(ids, eos)
             hit = bool(is_eos.any())
@@ -234,6 +268,43 @@ class LocalEngine:
             results[j].append(Completion(text.strip(), finish,
                                          Usage(int(prompt_lens[row]) if first_of_job else 0, n_gen)))
         return results
+
+
+def _row_seed(call: ProviderCall, k: int) -> int:
+    """The seed of one row: the request (messages and sampling settings), the sample index and
+    the endpoint's seed; nothing about the batch. max_tokens is left out on purpose, so a longer
+    budget continues the same sample."""
+    p = call.params
+    blob = repr((call.messages, p.temperature, p.top_p, p.seed, call.sample_indices[k]))
+    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:8], "little") % (2**63)
+
+
+class _SeededSampler:
+    """Temperature and top-p, then Gumbel noise from each row's own generator: the argmax that
+    greedy decoding takes is then an exact sample from the filtered distribution, and row i's
+    draws depend on row i's seed only."""
+
+    def __init__(self, temperature: float, top_p: float | None, seeds: list[int]):
+        import torch
+
+        self.temperature = temperature
+        self.top_p = top_p if top_p is not None and top_p < 1.0 else None
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        logits = scores.float() / self.temperature
+        if self.top_p is not None:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum - sorted_logits.softmax(dim=-1) > self.top_p  # keep the first token past top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        logp = logits.log_softmax(dim=-1)
+        vocab = logits.shape[-1]
+        u = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(logits.device)
+        gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+        return logp + gumbel
 
 
 class _RowLimits:

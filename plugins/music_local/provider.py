@@ -19,6 +19,8 @@ from .engine import engine_for
 class LocalProvider(ChatProvider):
     name = "local"
     supports_n = True
+    supports_seed = True  # every sample is seeded by (request, index, seed), whatever its batch
+    transport_options = frozenset({"max_batch_size", "linger_ms"})
     requires_api_key = False
     enforce_timeout = False  # requests wait in the batch queue; a wall-clock timeout would misfire
 

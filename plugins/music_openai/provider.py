@@ -14,6 +14,8 @@ CONNECTIONS_PER_CLIENT = 8
 class OpenAIProvider(ChatProvider):
     name = "openai"
     supports_n = True
+    supports_seed = True  # sample i goes out with seed + i: distinct and reproducible samples
+    transport_options = frozenset({"http"})
     default_api_key_env = "OPENAI_API_KEY"
 
     def __init__(self, endpoint):
@@ -87,14 +89,10 @@ class OpenAIProvider(ChatProvider):
             extra = kw.pop("extra_body", None) or {}
             raw = await self.client().post("/chat/completions", body={**kw, **extra}, cast_to=httpx2.Response)
             data = raw.json()
-        except openai.APITimeoutError as exc:
-            cause = exc.__cause__ or exc.__context__
-            if cause is not None and "disconnect" in str(cause).lower():
-                # the SDK's aiohttp transport reports a dropped connection as a timeout
-                raise E.LLMConnectionError(f"openai: {cause}") from None
-            raise E.LLMTimeoutError(f"openai: {exc}") from None
-        except openai.APIConnectionError as exc:
-            raise E.LLMConnectionError(f"openai: {exc}") from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            # The cause chain tells a refused connection (a wrong base_url) from a dropped one
+            # and a slow one; the SDK's aiohttp transport calls all of them timeouts.
+            raise E.transport_error(exc, "openai") from None
         except openai.APIStatusError as exc:
             retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
             body = exc.body if isinstance(exc.body, dict) else {}

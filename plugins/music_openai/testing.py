@@ -1,6 +1,7 @@
 """A loopback server that speaks the OpenAI chat-completions REST API, for tests and benchmarks.
 
-Magic words in the last user message: ``[[safety]]`` (content_filter), ``[[empty]]``."""
+Magic words in the last user message: ``[[safety]]`` (content_filter), ``[[empty]]``,
+``[[bad-request]]`` (a 400 for that prompt). Models ``missing-model`` (404), ``bad-model`` (400)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def reply_text(messages: list[dict], index: int) -> str:
 Reply = Callable[[list[dict], int], str]
 
 
-def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None) -> Response:
+def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
+           seeded: bool = False) -> Response:
     if req.path.rstrip("/").endswith("/models"):
         return Response(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
     if not req.path.endswith("/chat/completions"):
@@ -27,13 +29,22 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None) ->
     body = req.json()
     if req.headers.get("authorization", "") in ("", "Bearer "):
         return Response(401, {"error": {"message": "missing key", "type": "invalid_request_error"}})
+    if body.get("model") == "missing-model":  # vLLM and api.openai.com answer an unknown model with 404
+        return Response(404, {"error": {"message": "The model `missing-model` does not exist.", "type": "NotFoundError",
+                                        "code": 404}})
     if body.get("model") == "bad-model":
         return Response(400, {"error": {"message": "model not found", "type": "invalid_request_error"}})
     messages = body["messages"]
     last = messages[-1]["content"] if messages else ""
+    if "[[bad-request]]" in last:  # one prompt the server refuses (too long, say)
+        return Response(400, {"error": {"message": "prompt refused", "type": "invalid_request_error"}})
     n = int(body.get("n") or 1)
     seen = {} if seen is None else seen
-    k = seen.get(req.body, 0)  # a real server samples afresh: the k-th identical request gets new samples
+    k = seen.get(req.body, 0)
+    seed = int(body.get("seed") or 0)
+    # A seeded (or temperature-0) server: the same body, seed included, gives the same answer.
+    # Otherwise the seed and the repeat count both change it, as on a real sampling server.
+    k = seed if seeded else k + 1009 * seed  # a real server samples afresh: the k-th identical request gets new samples
     seen[req.body] = k + 1
     choices = []
     for i in range(n):
@@ -52,10 +63,10 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None) ->
                                     "total_tokens": prompt_tokens + 5 * n}})
 
 
-def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None, reply: Reply = reply_text) -> LoopbackServer:
+def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None, reply: Reply = reply_text, seeded: bool = False) -> LoopbackServer:
     """``with openai_server() as srv:`` then ``base_url=srv.url + "/v1"``. ``reply(messages, i)``
     writes sample i's text (default: an echo of the last message)."""
-    return LoopbackServer(functools.partial(handle, reply=reply, seen={}), latency_s=latency_s, faults=faults)
+    return LoopbackServer(functools.partial(handle, reply=reply, seen={}, seeded=seeded), latency_s=latency_s, faults=faults)
 
 
 def main() -> None:

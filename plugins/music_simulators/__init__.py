@@ -3,10 +3,11 @@
 from music_core import hookimpl
 
 from .assistant import DefaultAssistant
-from .user import RoleFlipUser
+from .user import RoleFlipUser, TranscriptUser
 
 
 @hookimpl
 def register_simulators(register):
+    register(TranscriptUser)
     register(RoleFlipUser)
     register(DefaultAssistant)
