@@ -3,7 +3,9 @@
     python benchmarks/llm_throughput.py            # writes benchmarks/results/llm_throughput.{json,md}
 
 The server runs in its own process (so it does not share the client's GIL) and answers after a
-set latency. For each scenario the achieved requests/s is compared with the bound
+set latency. OpenAI-compatible endpoints (a base_url) use the provider's raw transport by
+default; the ``-sdk`` row drives the same load through the official SDK (``options.http:
+aiohttp``), in the same run. For each scenario the achieved requests/s is compared with the bound
 min(concurrency / latency, rpm / 60); the overhead per call is the client-side mean latency
 minus the server's. A second pass over the same requests on the same cache must make zero
 wire calls.
@@ -44,11 +46,13 @@ async def drive(ep: Endpoint, n: int, tag: str) -> tuple[float, list[float], Rol
     return time.perf_counter() - t0, lat, usage
 
 
-def scenario(url: str, latency: float, concurrency: int, rpm: float | None, window: float, n: int, tag: str) -> dict:
+def scenario(url: str, latency: float, concurrency: int, rpm: float | None, window: float, n: int, tag: str,
+             http: str = "raw") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cache = CallCache(Path(tmp) / "cache.sqlite")
         cfg = EndpointConfig(provider="openai", model="bench", base_url=url + "/v1", api_key_env="BENCH_KEY",
-                             concurrency=concurrency, rpm=rpm, rate_window_s=window, max_tokens=16, timeout_s=30)
+                             concurrency=concurrency, rpm=rpm, rate_window_s=window, max_tokens=16, timeout_s=30,
+                             options={"http": http})
         bound = concurrency / latency if rpm is None else min(concurrency / latency, rpm / 60.0)
 
         async def both():
@@ -63,7 +67,7 @@ def scenario(url: str, latency: float, concurrency: int, rpm: float | None, wind
         cache.close()
     achieved = n / elapsed
     return {
-        "scenario": tag, "requests": n, "latency_s": latency, "concurrency": concurrency, "rpm": rpm,
+        "scenario": tag, "transport": http, "requests": n, "latency_s": latency, "concurrency": concurrency, "rpm": rpm,
         "rate_window_s": window, "bound_rps": round(bound, 1), "achieved_rps": round(achieved, 1),
         "fraction_of_bound": round(achieved / bound, 3),
         "median_call_ms": round(sorted(lat)[len(lat) // 2] * 1000, 2),
@@ -104,6 +108,7 @@ def main() -> None:
         floor_ms = raw_round_trip_ms(url)
         rows = [
             scenario(url, args.latency, 64, None, 60.0, args.requests, "concurrency-64"),
+            scenario(url, args.latency, 64, None, 60.0, args.requests, "concurrency-64-sdk", http="aiohttp"),
             scenario(url, args.latency, 16, None, 60.0, args.requests // 3, "concurrency-16"),
             scenario(url, args.latency, 64, 9000.0, 1.0, args.requests // 2, "rpm-9000-per-second-window"),
         ]
@@ -114,7 +119,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d"), "raw_http_round_trip_ms": floor_ms, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["scenario", "bound_rps", "achieved_rps", "fraction_of_bound", "median_call_ms", "overhead_per_call_ms",
+    cols = ["scenario", "transport", "bound_rps", "achieved_rps", "fraction_of_bound", "median_call_ms", "overhead_per_call_ms",
             "wire_calls_first_run", "wire_calls_repeat_run"]
     md = ["# LLM execution layer throughput", "", f"`python benchmarks/llm_throughput.py` on {result['machine']}, "
           f"{result['date']}; loopback OpenAI-compatible server in its own process, {args.latency * 1000:.0f} ms latency "

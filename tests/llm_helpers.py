@@ -9,6 +9,8 @@ from music_core.llm.executor import Endpoint
 KEY = "sk-TEST-do-not-leak-5f3a9c"
 PROVIDERS = {
     "openai": ("music_openai.provider", "OpenAIProvider", "music_openai.testing", "openai_server", "/v1", "OPENAI_API_KEY"),
+    # the same provider through the official SDK (a base_url otherwise selects the raw transport)
+    "openai-sdk": ("music_openai.provider", "OpenAIProvider", "music_openai.testing", "openai_server", "/v1", "OPENAI_API_KEY"),
     "anthropic": ("music_anthropic.provider", "AnthropicProvider", "music_anthropic.testing", "anthropic_server", "", "ANTHROPIC_API_KEY"),
     "gemini": ("music_gemini.provider", "GeminiProvider", "music_gemini.testing", "gemini_server", "", "GEMINI_API_KEY"),
 }
@@ -26,6 +28,9 @@ def endpoint(provider: str, server, cache: CallCache | None = None, **overrides)
 
     mod, cls_name, _, _, suffix, env = PROVIDERS[provider]
     cls = getattr(importlib.import_module(mod), cls_name)
+    if provider == "openai-sdk":
+        provider = "openai"
+        overrides["options"] = {"http": "aiohttp", **overrides.get("options", {})}
     cfg = EndpointConfig(provider=provider, model=overrides.pop("model", "fake-model"), base_url=server.url + suffix,
                          api_key_env=env, retry_backoff_s=overrides.pop("retry_backoff_s", 0.001),
                          timeout_s=overrides.pop("timeout_s", 5.0), **overrides)

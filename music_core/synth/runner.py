@@ -35,7 +35,7 @@ from ..config.load import SYNTH_ROLES
 from ..contracts import AssistantSimulator, UserSimulator
 from ..data import content_hash
 from ..errors import ConfigError, MusicError, RecordError
-from ..jsonl import AppendOnlyJsonl, write_lines_atomic, write_text_atomic
+from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_lines_atomic, write_text_atomic
 from ..llm.errors import EndpointFatalError
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
@@ -146,21 +146,18 @@ def check_output_config(out: Path, fp: dict[str, Any]) -> None:
 
 
 def canonical_order(out: Path, order: list[str]) -> bool:
-    """Put the pairs file in seed order (by rewriting its lines, byte for byte, atomically)."""
+    """Put the pairs file in seed order (by rewriting its lines, byte for byte, atomically).
+    Reads ids first: the usual file is already in order and is left alone."""
     if not out.exists():
         return False
-    lines: dict[str, str] = {}
-    ids: list[str] = []
-    with out.open("r", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                pid = json.loads(line)["id"]
-                ids.append(pid)
-                lines[pid] = line
+    ids = [str(obj["id"]) for _, obj in iter_json_lines(out)]
     rank = {pid: i for i, pid in enumerate(order)}
-    wanted = sorted(ids, key=lambda pid: (rank.get(pid, len(rank)), ids.index(pid)))
+    position = {pid: i for i, pid in enumerate(ids)}
+    wanted = sorted(ids, key=lambda pid: (rank.get(pid, len(rank)), position[pid]))
     if wanted == ids:
         return False
+    with out.open("r", encoding="utf-8") as fh:
+        lines = {str(json.loads(line)["id"]): line for line in fh if line.strip()}
     write_lines_atomic(out, (lines[pid] for pid in wanted))
     return True
 
@@ -206,8 +203,8 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
                            "user_turn_attempts": res.user_turn_attempts,
                            "user_turn_rejections": res.user_turn_rejections})
             stats["errors"] += 1
-        task.advance(1, info=f"{stats['written']} pairs · {stats['errors']} errors · {stats['filtered']} filtered"
-                             + (f" · {sum(transient.values())} to retry" if transient else ""))
+        task.update(info=f"{stats['written']} pairs written · {stats['errors']} errors · {stats['filtered']} filtered"
+                         + (f" · {sum(transient.values())} to retry" if transient else ""))
 
     def write_ready() -> None:
         nonlocal next_to_write
@@ -228,6 +225,7 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
                     raise  # an endpoint's fatal error (or a bug): stop the run
                 result = RolloutResult(None, exc.kind, "transient")
         finished[index] = result
+        task.advance(1)  # finished, even if it waits for earlier seeds before it is written
         write_ready()
 
     tasks = [asyncio.ensure_future(one(i, s, p)) for i, (s, p) in enumerate(todo)]

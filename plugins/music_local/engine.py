@@ -6,11 +6,12 @@ which other requests shared its batch. Two things make that true on CPU:
 - **Sampling** draws from a generator of the row's own, seeded from the request, the sample
   index and the seed (the Gumbel-max trick on the tempered, top-p-filtered distribution, then
   an argmax), never from torch's global generator.
-- **Numerics**: a row's padding depends on its own length only (prompts are padded to a
-  multiple of ``BUCKET_TOKENS`` and only rows of one bucket share a batch), and a batch never
-  has a single row (a lone row runs beside a copy of itself). Measured on bf16 CPU: with both,
-  a row's logits are bitwise equal across batch compositions; without them they differ by up
-  to 0.4 (left padding) and the sampled text drifts.
+- **Numerics**: batches are left-padded to a multiple of ``PAD_MULTIPLE`` tokens, so a row's
+  tokens keep the same alignment to the kernels' blocks whatever the longest prompt beside it
+  (the extra padding only adds exact zeros), and a batch never has a single row (a lone row,
+  which takes another kernel path, runs beside a copy of itself). Measured on bf16 CPU: with
+  both, a row's logits are bitwise equal alone and beside prompts that pad the batch to 64,
+  128 or 320 tokens; without them they differ by up to 0.4 and the sampled text drifts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from music_core.errors import MusicError
 from music_core.llm.errors import BadRequestError
 from music_core.llm.types import Completion, ProviderCall, Usage
 
-BUCKET_TOKENS = 64  # prompt lengths are padded to a multiple of this (see the module docstring)
+PAD_MULTIPLE = 64  # batches are padded to a multiple of this (see the module docstring)
 _ENGINES: dict[tuple[str, str, str], LocalEngine] = {}
 _LOCK = threading.Lock()
 
@@ -45,7 +46,6 @@ class _Job:
     future: Any
     loop: Any
     text: str | None = None  # the prompt after the chat template
-    bucket: int = 0          # padded prompt length; only jobs of one bucket share a batch
     error: Exception | None = None
 
 
@@ -153,9 +153,9 @@ class LocalEngine:
         for job in self._pending:
             if job.text is None:
                 self._prepare(job)
-        # Same sampling settings and the same padded length share a batch (a row's padding must
-        # not depend on its neighbours). When more is waiting than fits, take the oldest job and
-        # the jobs closest to it in prompt length.
+        # Same sampling settings share a batch. When more is waiting than fits, take the oldest
+        # job and the jobs closest to it in prompt length: padding to the longest prompt is paid
+        # by every row (in time only: the samples do not depend on it).
         key = self._group_key(self._pending[0])
         same = [j for j in self._pending if self._group_key(j) == key]
         if sum(j.call.n for j in same) > self.max_batch_size:
@@ -172,17 +172,14 @@ class LocalEngine:
 
     def _prepare(self, job: _Job) -> None:
         if self._load_error is not None:
-            job.text, job.bucket = "", 0
+            job.text = ""
             return
         try:
             job.text = self.tokenizer.apply_chat_template(list(job.call.messages), tokenize=False,
                                                           add_generation_prompt=True)
         except Exception as exc:
-            job.text, job.bucket = "", -1  # a batch of its own; _generate raises the error
+            job.text = ""  # a batch of its own; _generate raises the error
             job.error = BadRequestError(f"local provider: chat template failed: {exc}")
-            return
-        n = len(self.tokenizer(job.text, add_special_tokens=False)["input_ids"])
-        job.bucket = -(-n // BUCKET_TOKENS) * BUCKET_TOKENS
 
     @staticmethod
     def _size(job: _Job) -> int:
@@ -190,10 +187,9 @@ class LocalEngine:
 
     @staticmethod
     def _group_key(job: _Job) -> tuple:
-        # max_tokens and stop strings differ per row (see _RowLimits); sampling and the padded
-        # prompt length must not.
+        # max_tokens and stop strings differ per row (see _RowLimits); sampling must not.
         p = job.call.params
-        return (p.temperature, p.top_p, job.bucket, id(job) if job.bucket < 0 else 0)
+        return (p.temperature, p.top_p, id(job) if job.error is not None else 0)
 
     @staticmethod
     def _resolve(job: _Job, comps: list[Completion] | None = None, exc: BaseException | None = None) -> None:
@@ -227,7 +223,7 @@ class LocalEngine:
             owners.append(owners[0])
             row_seeds.append(row_seeds[0])
         # The template already holds the special tokens: adding them again would double BOS.
-        enc = tok(prompts, return_tensors="pt", padding=True, pad_to_multiple_of=BUCKET_TOKENS,
+        enc = tok(prompts, return_tensors="pt", padding=True, pad_to_multiple_of=PAD_MULTIPLE,
                   add_special_tokens=False).to(self.device)
         p = batch[0].call.params
         row_params = [batch[j].call.params for j in owners]

@@ -1,4 +1,6 @@
-"""The ``openai`` chat provider, on the official ``openai`` SDK (imported on first call)."""
+"""The ``openai`` chat provider: api.openai.com through the official ``openai`` SDK (imported on
+first call); any OpenAI-compatible server (a ``base_url``) through a lean raw transport by
+default (``raw.py``), or through the SDK with ``options.http: aiohttp`` (or ``httpx``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,16 @@ class OpenAIProvider(ChatProvider):
         super().__init__(endpoint)
         self._clients: list[Any] = []
         self._next = 0
+        self._raw: Any = None
+        # Self-hosted servers (a base_url) get the lean raw transport; api.openai.com the SDK.
+        self.transport = str(endpoint.options.get("http") or ("raw" if endpoint.base_url else "aiohttp"))
+        if self.transport not in ("raw", "aiohttp", "httpx"):
+            from music_core.errors import ConfigError
+
+            raise ConfigError(f"openai endpoint (model {endpoint.model}): options.http is {self.transport!r}; "
+                              f"use raw, aiohttp or httpx")
+        if self.transport == "raw" and not endpoint.base_url:
+            self.transport = "aiohttp"  # api.openai.com: always through the official SDK
         # Self-hosted servers usually take any key; api.openai.com needs one.
         self.requires_api_key = endpoint.base_url is None or endpoint.api_key_env is not None
 
@@ -43,11 +55,19 @@ class OpenAIProvider(ChatProvider):
         self._next = (self._next + 1) % len(self._clients)
         return self._clients[self._next]
 
+    def raw(self) -> Any:
+        if self._raw is None:
+            from .raw import RawTransport
+
+            self._raw = RawTransport(self.endpoint.base_url, self.api_key() or "not-needed",
+                                     timeout_s=self.endpoint.timeout_s, connections=max(1, self.endpoint.concurrency))
+        return self._raw
+
     def _http_client(self) -> Any:
         """The SDK's aiohttp transport where installed (``openai[aiohttp]``): the SDK's own
         advice for high concurrency, and about a third less client CPU per call than httpx
         in benchmarks/llm_throughput.py. ``options.http: httpx`` keeps the default."""
-        if self.endpoint.options.get("http", "aiohttp") != "aiohttp":
+        if self.transport != "aiohttp":
             return None
         try:
             import aiohttp  # noqa: F401
@@ -77,6 +97,10 @@ class OpenAIProvider(ChatProvider):
         return kw
 
     async def generate(self, call: ProviderCall) -> list[Completion]:
+        if self.transport == "raw":
+            kw = self._request(call)
+            extra = kw.pop("extra_body", None) or {}
+            return self._completions(await self.raw().post({**kw, **extra}), call.n)
         import httpx2
         import openai
 
@@ -133,3 +157,6 @@ class OpenAIProvider(ChatProvider):
         for client in self._clients:
             await client.close()
         self._clients = []
+        if self._raw is not None:
+            await self._raw.aclose()
+            self._raw = None
