@@ -46,8 +46,10 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     if synth:
         lines += ["## Synthesis", "",
                   f"{synth['pairs']} MUSIC pairs ({synth['errors']} error rows, {synth['filtered']} filtered out), "
-                  f"{synth['mean_turns']} turns per pair on average; user simulator turns usable on the first try "
-                  f"{synth['user_simulator']['accepted_first_try']:.0%}; contrast fallbacks {synth['contrast']['fallbacks']}. "
+                  f"{synth['mean_turns']} turns per pair on average; prompt profile **{synth.get('prompt_profile')}**; "
+                  f"user simulator turns usable on the first try {synth['user_simulator']['accepted_first_try']:.0%}; "
+                  f"contrast turns made by the fallback strategy {synth['contrast']['fallbacks']} of "
+                  f"{synth['contrast']['turns']} ({synth.get('fallback_turn_share', 0):.0%}). "
                   f"Details: `{ctx.synth_output().with_name(ctx.synth_output().stem + '.report.md')}`.", ""]
     if mix:
         lines += ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "

@@ -25,12 +25,18 @@ from .types import Completion, SamplingParams
 _STOP = object()
 
 
-def sample_key(identity: dict[str, Any], params: SamplingParams, messages: Any, sample_index: int) -> str:
-    """``identity`` is the provider's :meth:`cache_identity`: provider, model, base_url and every
-    option that can change an answer."""
-    blob = json.dumps({"endpoint": identity, "params": params.as_key(), "messages": messages, "sample": sample_index},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def identity_json(identity: dict[str, Any]) -> str:
+    """The endpoint part of every key, serialized once per endpoint."""
+    return json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def sample_keys(identity: str, params: SamplingParams, messages: Any, indices: list[int]) -> list[str]:
+    """Keys of samples ``indices`` of one request. ``identity`` is :func:`identity_json` of the
+    provider's ``cache_identity``: provider, model, base_url and every option that can change
+    an answer."""
+    body = json.dumps({"params": params.as_key(), "messages": messages}, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"), default=str)
+    return [hashlib.sha256(f"{identity}\n{body}\n{i}".encode()).hexdigest() for i in indices]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -49,6 +55,9 @@ class CallCache:
         self._read.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                            "provider TEXT, model TEXT, created REAL)")
         self._read_lock = threading.Lock()
+        # Every key on disk, so that a miss (every call of a fresh run) costs no SQLite query on
+        # the event loop. Answers another process writes later are not seen: shards are disjoint.
+        self._known: set[str] = {k for (k,) in self._read.execute("SELECT key FROM samples")}
         self._pending: dict[str, Completion] = {}  # put but not yet on disk
         self._pending_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
@@ -90,7 +99,7 @@ class CallCache:
                 if k in self._pending:
                     c = self._pending[k]
                     found[k] = Completion(c.text, c.finish_reason, c.usage, cached=True)
-        rest = [k for k in keys if k not in found]
+        rest = [k for k in keys if k not in found and k in self._known]
         if rest:
             with self._read_lock:
                 rows = self._read.execute(f"SELECT key, value FROM samples WHERE key IN ({','.join('?' * len(rest))})",
@@ -103,6 +112,7 @@ class CallCache:
         with self._pending_lock:
             for k, c in items:
                 self._pending[k] = c
+                self._known.add(k)
         self._queue.put([(k, json.dumps(c.to_json(), ensure_ascii=False), provider, model, now) for k, c in items])
 
     def flush(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..data import Message
-from .cache import CallCache, sample_key
+from .cache import CallCache, identity_json, sample_keys
 from .errors import BadRequestError, EndpointFatalError, LLMError, LLMTimeoutError, UnreachableError
 from .provider import ChatProvider
 from .ratelimit import SlidingWindowLimiter, Slot
@@ -65,7 +65,7 @@ class Endpoint:
         self.wire_log: list[float] = []  # start time of every wire call (rate-limit checks)
         self.successes = 0  # wire calls answered: before the first, a refused connection or 400 is fatal
         self.fatal: EndpointFatalError | None = None
-        self._identity = provider.cache_identity()
+        self._identity = identity_json(provider.cache_identity())
         self._rng = random.Random()
 
     @staticmethod
@@ -104,7 +104,7 @@ class Endpoint:
         params = self.params(**overrides)
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         indices = list(range(sample_index, sample_index + n))
-        keys = [sample_key(self._identity, params, msgs, i) for i in indices]
+        keys = sample_keys(self._identity, params, msgs, indices)
         usage.requests += 1
         usage.samples += n
         results: dict[int, Completion] = {}
@@ -221,8 +221,10 @@ class Endpoint:
             try:
                 for lim in self._limiters["rpm"]:
                     slots.append((lim, await lim.acquire(1)))
-                estimate = self._estimate_tokens(call)
-                tpm_slots = [(lim, await lim.acquire(estimate)) for lim in self._limiters["tpm"]]
+                tpm_slots = []
+                if self._limiters["tpm"]:
+                    estimate = self._estimate_tokens(call)
+                    tpm_slots = [(lim, await lim.acquire(estimate)) for lim in self._limiters["tpm"]]
                 if self.fatal is not None:  # another call found the endpoint broken while we waited
                     raise self.fatal
                 self.wire_log.append(time.monotonic())

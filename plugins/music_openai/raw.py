@@ -26,14 +26,18 @@ class RawTransport:
         self.timeout_s = timeout_s
         self.connections = connections
         self._session: Any = None
+        self._proxy: str | None = None
 
     def session(self) -> Any:
         if self._session is None:
             import aiohttp
 
+            # trust_env=False: aiohttp would look up netrc and proxies in a thread on every
+            # request (two thread hops a call); the proxy is resolved once instead, below.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.connections, limit_per_host=self.connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s), trust_env=True)  # proxies, as httpx does
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s), trust_env=False)
+            self._proxy = _proxy_for(self.url)
         return self._session
 
     async def post(self, body: dict[str, Any]) -> Any:
@@ -41,7 +45,9 @@ class RawTransport:
 
         data = json.dumps(body, ensure_ascii=False).encode()
         try:
-            async with self.session().post(self.url, data=data, headers=self.headers, allow_redirects=False) as resp:
+            session = self.session()
+            async with session.post(self.url, data=data, headers=self.headers, allow_redirects=False,
+                                    proxy=self._proxy) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = E.parse_retry_after(resp.headers.get("retry-after"))
@@ -58,6 +64,17 @@ class RawTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _proxy_for(url: str) -> str | None:
+    """The HTTP(S)_PROXY that applies to ``url`` (honouring NO_PROXY), as httpx would use."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _status_error(status: int, raw: bytes, retry_after: float | None) -> E.LLMError:
