@@ -13,10 +13,12 @@ from .jsonl import write_text_atomic
 
 
 def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
-    """The scorer of an RM folder, from the trainer named in its ``music_rm.json`` (RMs saved
-    elsewhere, any HF sequence-classification folder, go through ``bradley-terry``'s scorer)."""
+    """The scorer of an RM folder, from the trainer named in its ``music_rm.json``. RMs saved
+    elsewhere (any HF sequence-classification folder, or a hub id such as
+    ``Skywork/Skywork-Reward-Llama-3.1-8B``) go through ``bradley-terry``'s scorer."""
     path = Path(model_dir)
-    if not path.exists():
+    hub_id = not path.exists() and model_dir.count("/") == 1 and not model_dir.startswith((".", "/", "~"))
+    if not path.exists() and not hub_id:
         raise MusicError(f"reward model folder not found: {path}")
     spec_path = path / "music_rm.json"
     trainer = json.loads(spec_path.read_text()).get("trainer", "bradley-terry") if spec_path.exists() else "bradley-terry"

@@ -32,6 +32,14 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
         files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
         if not files:
             raise RecordError(str(path), None, f"folder holds no {'/'.join(LOCAL_SUFFIXES)} files")
+        # A hub snapshot keeps each split in its own files (data/filtered-00000-of-00001.parquet,
+        # data/raw-...): read the configured split's files only, when the names say which.
+        of_split = [f for f in files if split_of(f) == split]
+        if of_split:
+            files = of_split
+        elif any(split_of(f) for f in files):
+            found = sorted({split_of(f) for f in files if split_of(f)})
+            raise RecordError(str(path), None, f"no files of split {split!r} (the folder has splits {found})")
         for f in files:
             yield from iter_raw_records(str(f), split)
         return
@@ -62,6 +70,17 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
     if path.suffix in LOCAL_SUFFIXES or path_or_id.startswith((".", "/", "~")):
         raise RecordError(str(path), None, "file not found")
     yield from _iter_hub(path_or_id, split)
+
+
+def split_of(file: Path) -> str | None:
+    """The split a snapshot file belongs to, by the hub's naming (``<split>-00000-of-00001``,
+    ``<split>.jsonl``), or None when the name does not say."""
+    import re
+
+    m = re.match(r"^([A-Za-z0-9_]+?)(-\d{5}-of-\d{5})?$", file.stem)
+    if m and m.group(2):
+        return m.group(1)
+    return None
 
 
 def _iter_hub(hub_id: str, split: str) -> Iterator[tuple[str, int | None, Any]]:

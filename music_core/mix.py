@@ -24,10 +24,19 @@ SIDE_SUFFIXES = (".errors.jsonl", ".filtered.jsonl", ".report.json", ".config.js
 
 
 def synthetic_files(ctx: Any) -> list[Path]:
+    """The synthetic pair files to mix. Files named in ``mix.synthetic`` must exist; by default
+    the synth output and its shards are taken if there are any, and otherwise the original
+    data is mixed alone (a baseline needs no synthesis)."""
     patterns = list(ctx.config.mix.synthetic)
     if not patterns:
         out = ctx.synth_output()
-        patterns = [str(out), str(out.with_name(out.stem + ".shard-*-of-*" + out.suffix))]
+        shards = sorted(glob.glob(str(out.with_name(out.stem + ".shard-*-of-*" + out.suffix))))
+        found = ([out] if out.exists() else []) + [Path(f) for f in shards if not f.endswith(SIDE_SUFFIXES)]
+        if not found:
+            from . import progress
+
+            progress.log(f"mix: no synthesized pairs at {out} (nor shards): mixing the original data alone")
+        return found
     files: list[Path] = []
     for pat in patterns:
         matches = sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else ([pat] if Path(pat).exists() else [])

@@ -98,7 +98,8 @@ def _steps(ctx: Any, stage: str):
             yield f"train-{rm}", (lambda rm=rm, data=data: _train(ctx, rm, data))
     elif stage == "eval":
         for name in ctx.config.eval.evaluators:
-            if name == "rewardbench" and not ctx.config.eval.rewardbench.path:
+            if (name == "rewardbench" and not ctx.config.eval.rewardbench.path) or \
+                    (name == "rewardbench-2" and not ctx.config.eval.rewardbench2.path):
                 continue
             yield f"eval-{name}", (lambda name=name: _eval(ctx, name))
 

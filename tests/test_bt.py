@@ -341,3 +341,53 @@ def test_qlora_without_lora_is_a_clear_config_error(models, plugins, tmp_path):
     with pytest.raises(ConfigError, match="train.lora.quantize_4bit.*train.lora.enabled=true"):
         train(tmp_path, plugins, f"train.backbone={models['decoder']}", "train.lora.quantize_4bit=true",
               "train.max_steps=1")
+
+
+def test_a_changed_config_or_data_never_resumes_silently(models, tmp_path):
+    """A checkpoint made with another learning rate (or other data) is not resumed: training
+    starts fresh and says what changed; the logging window survives a resume."""
+    data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
+    dec = tiny_decoder(tmp_path / "slowdec", layers=6)
+    env = {**os.environ, "MUSIC_TRAIN_STEP_DELAY_S": "0.4"}
+    run = tmp_path / "run"
+    base = ["train.log_every=3"]
+    proc = subprocess.Popen(_train_cmd(run, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "rm" / "checkpoints").glob("step-0000004")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    changed = subprocess.run(_train_cmd(run, data, held, dec, extra=[*base, "train.lr=3e-4", "train.batch_size=2"]),
+                             capture_output=True, text=True, env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert "not resuming" in changed.stderr and "train.lr" in changed.stderr and "train.batch_size" in changed.stderr
+    assert json.loads((run / "rm" / "metrics.json").read_text())["resumed_from_step"] == 0
+    assert not (run / "rm" / "checkpoints").exists()  # a finished training keeps only its export
+
+    # the logging window (log_every=3, checkpoints every 2 steps) is part of the checkpoint
+    subprocess.run(_train_cmd(tmp_path / "ref", data, held, dec, extra=base), check=True, capture_output=True, env=env)
+    ref = json.loads((tmp_path / "ref" / "rm" / "metrics.json").read_text())
+    again = tmp_path / "again"
+    proc = subprocess.Popen(_train_cmd(again, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    while time.time() < deadline + 120 and not list((again / "rm" / "checkpoints").glob("step-0000004")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(_train_cmd(again, data, held, dec, extra=base), check=True, capture_output=True, env=env)
+    got = json.loads((again / "rm" / "metrics.json").read_text())
+    assert got["resumed_from_step"] >= 4 and abs(got["final_loss"] - ref["final_loss"]) < 1e-6
+
+    # other training data under the same path: also a fresh start
+    data_run = tmp_path / "data-run"
+    proc = subprocess.Popen(_train_cmd(data_run, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    while time.time() < deadline + 240 and not list((data_run / "rm" / "checkpoints").glob("step-0000004")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    write_pairs(data, seed=5)  # the same file, new content
+    fresh = subprocess.run(_train_cmd(data_run, data, held, dec, extra=base), capture_output=True, text=True, env=env)
+    assert fresh.returncode == 0 and "train_data_sha256" in fresh.stderr
+    assert json.loads((data_run / "rm" / "metrics.json").read_text())["resumed_from_step"] == 0

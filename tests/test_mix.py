@@ -84,8 +84,24 @@ def test_bad_synthetic_record_names_file_and_line_and_writes_nothing(tmp_path, p
     assert not (tmp_path / "mix").exists()
 
 
-def test_missing_synth_output_is_a_clear_error(tmp_path, plugins):
+def test_a_named_synthetic_file_that_is_missing_is_a_clear_error(tmp_path, plugins):
     from music_core.errors import MusicError
 
     with pytest.raises(MusicError, match="run `music synth` first"):
-        run_mix(ctx_for(tmp_path, plugins))
+        run_mix(ctx_for(tmp_path, plugins, f"mix.synthetic=[{tmp_path / 'nope.jsonl'}]"))
+
+
+def test_mix_and_train_on_original_data_alone(tmp_path):
+    """No synthesis output: `music mix` mixes the original data alone and `music train` trains on it."""
+    import subprocess
+    import sys
+
+    common = [f"run.output_dir={tmp_path}", "run.progress=false"]
+    mix = subprocess.run([sys.executable, "-m", "music_core", "mix", *common], capture_output=True, text=True)
+    assert mix.returncode == 0 and "mixing the original data alone" in mix.stderr, mix.stderr
+    summary = json.loads((tmp_path / "mix" / "summary.json").read_text())
+    assert summary["train"]["synthetic"] == 0 and summary["train"]["original"] > 0
+    train = subprocess.run([sys.executable, "-m", "music_core", "train", *common, "train.max_steps=2",
+                            "train.batch_size=4"], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    assert json.loads((tmp_path / "rm" / "metrics.json").read_text())["steps"] == 2

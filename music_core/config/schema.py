@@ -162,7 +162,8 @@ class TrainConfig:
     packing: bool = _f(True, "padding-free packing with block-diagonal attention (else length-grouped padding)")
     attention: str = _f("auto", "auto (GPU: flex; CPU: varlen when packed), sdpa, flex, varlen or eager")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA / QLoRA"})
-    save_every: int = _f(0, "checkpoint every N steps (0: only at the end); resume picks the latest")
+    save_every: int = _f(25, "checkpoint every N steps (0: none); a rerun resumes from the latest one made with "
+                               "the same config and data, and starts fresh (saying what changed) otherwise")
     log_every: int = _f(5, "steps between metric logs")
     eval_every: int = _f(0, "steps between held-out evaluations (0: at the end)")
     trackers: list[str] = _f([], "accelerate trackers: tensorboard, wandb")
@@ -199,6 +200,14 @@ class RewardBenchConfig:
 
 
 @dataclass
+class RewardBench2Config:
+    path: str | None = _f("builtin", "RewardBench 2 data: hub id (allenai/reward-bench-2), a local file/folder, "
+                          "'builtin' (a smoke set in its schema written for this project; not RewardBench 2), or null")
+    split: str = _f("test", "split to score")
+    batch_size: int = _f(16, "conversations per scoring batch (length-sorted)")
+
+
+@dataclass
 class PairwiseEvalConfig:
     data: str | None = _f(None, "held-out pairs (default: the mix's eval split)")
     batch_size: int = _f(16, "conversations per scoring batch")
@@ -207,9 +216,11 @@ class PairwiseEvalConfig:
 @dataclass
 class EvalConfig:
     reward_models: dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
-    evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench"], "evaluators `music run` uses")
+    evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench", "rewardbench-2"],
+                               "evaluators `music run` uses")
     bon: BonConfig = field(default_factory=BonConfig, metadata={"help": "multi-turn Best-of-N"})
     rewardbench: RewardBenchConfig = field(default_factory=RewardBenchConfig, metadata={"help": "RewardBench v1"})
+    rewardbench2: RewardBench2Config = field(default_factory=RewardBench2Config, metadata={"help": "RewardBench 2"})
     pairwise: PairwiseEvalConfig = field(default_factory=PairwiseEvalConfig, metadata={"help": "pairwise accuracy"})
     output_dir: str | None = _f(None, "default: <output_dir>/eval")
 

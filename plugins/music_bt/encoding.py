@@ -53,7 +53,10 @@ class ConversationEncoder:
             tokenizer.chat_template = ENCODER_TEMPLATE.replace("{{ sep_token }}", tokenizer.sep_token)
         probe = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}])
         self.add_special = not (tokenizer.bos_token and probe.startswith(tokenizer.bos_token))
-        self.eom_id = self._probe_end_of_message()
+        try:
+            self.eom_id: int | None = self._probe_end_of_message()
+        except ValueError:
+            self.eom_id = None  # a foreign template: fine for last-token scoring, which needs no turn ends
 
     def render(self, messages: list[dict]) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False)
@@ -90,11 +93,13 @@ class ConversationEncoder:
         return Encoded(ids, assistant_turn_ends(ids, self.eom_id), dropped, cut)
 
 
-def assistant_turn_ends(ids: list[int], eom_id: int) -> list[int]:
+def assistant_turn_ends(ids: list[int], eom_id: int | None) -> list[int]:
     """Positions of the assistant messages' end-of-message tokens. Messages alternate and end
     with the assistant, so the ends are the 1st, 3rd, ... end-of-message token counted from the
     back, len//2 of them, whether or not a system message (or a template's default one) leads.
     The exported model's remote code applies the same rule to raw token ids."""
+    if eom_id is None:
+        return [len(ids) - 1]
     eoms = [i for i, t in enumerate(ids) if t == eom_id]
     ends = sorted(eoms[len(eoms) - 1 - 2 * k] for k in range(len(eoms) // 2))
     return ends or [len(ids) - 1]

@@ -64,7 +64,8 @@ def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: An
 
 
 def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out: list[PairExample],
-               out_dir: Path, pack: bool, pad_id: int, log_extra: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+               out_dir: Path, pack: bool, pad_id: int, log_extra: dict[str, Any],
+               fingerprint: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Train; return the unwrapped net, the accelerator and the metrics."""
     import torch
     from accelerate import Accelerator
@@ -98,12 +99,10 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
         acc.init_trackers("music-rm", config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))})
     batcher = Batcher(train, cfg, pack, pad_id)
     log_path = out_dir / "train_log.jsonl"
-    start = checkpoint.resume(acc, out_dir, log_path)
-    task = progress.Task("train", total=steps, unit="steps")
-    task.advance(start)
+    start, recent = checkpoint.resume(acc, out_dir, log_path, fingerprint)  # recent: the unlogged window
+    task = progress.Task("train", total=steps, unit="steps", completed=start)
     device = acc.device
     world, rank = acc.num_processes, acc.process_index
-    recent: list[dict[str, float]] = []
     t_total, tokens_total, computed_total = 0.0, 0, 0
     net.train()
     for step in range(start, steps):
@@ -169,7 +168,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             if acc.is_main_process and ev:
                 _append(log_path, {"step": step + 1, **ev})
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
-            checkpoint.save(acc, out_dir, step + 1)
+            checkpoint.save(acc, out_dir, step + 1, fingerprint, recent)
     task.close()
     final_eval = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
     metrics = {"steps": steps, "resumed_from_step": start, "train_pairs": len(train),

@@ -9,10 +9,16 @@ from music_core.contracts import RewardScorer
 from music_core.data import Message
 from music_core.errors import MusicError
 
+DEFAULT_MAX_LENGTH = 4096  # for RMs that say nothing: RewardBench's own scripts use 2048-4096
+
 
 class HFRewardScorer(RewardScorer):
-    """Loads ``AutoModelForSequenceClassification`` (remote code when the head needs it),
-    formats conversations exactly as training did, and scores length-sorted batches."""
+    """Any Hugging Face sequence-classification reward model (``num_labels == 1``): a folder
+    ``music train`` wrote, one saved by plain transformers or TRL's RewardTrainer, or a hub id.
+    Conversations are formatted with the model's own chat template (as RewardBench does), the
+    reward is read at the last real token, batches are length-sorted and right-padded, so a
+    score does not depend on the batch size. ``music_rm.json``, where present, adds what
+    ``music train`` recorded (max length, remote code for custom heads)."""
 
     def __init__(self, model_dir: str, batch_size: int = 16, device: str | None = None):
         import torch
@@ -25,16 +31,31 @@ class HFRewardScorer(RewardScorer):
         quiet_transformers()
         path = Path(model_dir)
         spec_path = path / "music_rm.json"
-        if not spec_path.exists():
-            raise MusicError(f"{path}: not a reward model saved by music (no music_rm.json)")
-        self.spec = json.loads(spec_path.read_text())
+        self.spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         remote = bool(self.spec.get("remote_code"))  # our own modeling file, written at export
-        self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=remote).to(self.device).eval()
-        self.encoder = ConversationEncoder(self.tok, int(self.spec["max_length"]))
+        try:
+            self.tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=remote)
+        except (OSError, ValueError) as exc:
+            raise MusicError(f"cannot load reward model {model_dir!r} as AutoModelForSequenceClassification: "
+                             f"{str(exc).splitlines()[0]}") from None
+        if model.config.num_labels != 1:
+            raise MusicError(f"{model_dir}: a reward model has one output (num_labels == 1); this one has "
+                             f"{model.config.num_labels}")
+        if model.config.pad_token_id is None:  # needed to find the last real token in a batch
+            model.config.pad_token_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        if model.config.pad_token_id is None:
+            raise MusicError(f"{model_dir}: neither the model config nor the tokenizer names a pad or EOS token")
+        self.model = model.to(self.device).eval()
+        self.encoder = ConversationEncoder(self.tok, int(self.spec.get("max_length") or self._max_length()))
         self.batch_size = batch_size
         self.pad_id = self.model.config.pad_token_id
+
+    def _max_length(self) -> int:
+        limits = [DEFAULT_MAX_LENGTH, getattr(self.model.config, "max_position_embeddings", None),
+                  self.tok.model_max_length if self.tok.model_max_length < 1e6 else None]
+        return min(x for x in limits if x)
 
     def score(self, conversations: list[list[Message]]) -> list[float]:
         import torch

@@ -14,6 +14,20 @@ from music_core.data import PreferencePair
 from music_core.errors import ConfigError, MusicError
 from music_core.jsonl import read_records, write_text_atomic
 
+# Settings that do not change what training computes: a checkpoint survives changes to these.
+NOT_IN_FINGERPRINT = ("log_every", "trackers", "save_every", "eval_every", "output_dir", "eval_data", "train_data")
+
+
+def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed: every training setting and
+    the training data's content (not its path)."""
+    import dataclasses
+    import hashlib
+
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_FINGERPRINT}
+    digest = hashlib.sha256(Path(cfg.train_data).read_bytes()).hexdigest() if cfg.train_data else None
+    return {"train": settings, "train_data_sha256": digest}
+
 
 class BradleyTerryTrainer(Trainer):
     name = "bradley-terry"
@@ -89,7 +103,7 @@ class BradleyTerryTrainer(Trainer):
                  "encode_seconds": round(time.perf_counter() - t0, 2), "packed": pack, "backbone": cfg.backbone,
                  "head": cfg.head, "four_bit_linear_layers": four_bit}
         net, acc, metrics = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
-                                       pad_id=pad_id, log_extra=extra)
+                                       pad_id=pad_id, log_extra=extra, fingerprint=fingerprint(cfg))
         full_state = metrics.pop("_full_state", None)
         if acc.is_main_process:
             if full_state is not None:
@@ -106,6 +120,11 @@ class BradleyTerryTrainer(Trainer):
                    max_length=cfg.max_length, native=native, card=model_card(cfg, metrics, native),
                    extra={"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name})
             write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+            # The exported model is the result: the resume points (optimizer state, ~3x the model
+            # on disk) are no longer needed once it is written.
+            import shutil
+
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         acc.wait_for_everyone()
         return TrainResult(model_dir=str(out_dir), metrics=metrics)
 

@@ -6,12 +6,14 @@ which other requests shared its batch. Two things make that true on CPU:
 - **Sampling** draws from a generator of the row's own, seeded from the request, the sample
   index and the seed (the Gumbel-max trick on the tempered, top-p-filtered distribution, then
   an argmax), never from torch's global generator.
-- **Numerics**: batches are left-padded to a multiple of ``PAD_MULTIPLE`` tokens, so a row's
-  tokens keep the same alignment to the kernels' blocks whatever the longest prompt beside it
-  (the extra padding only adds exact zeros), and a batch never has a single row (a lone row,
-  which takes another kernel path, runs beside a copy of itself). Measured on bf16 CPU: with
-  both, a row's logits are bitwise equal alone and beside prompts that pad the batch to 64,
-  128 or 320 tokens; without them they differ by up to 0.4 and the sampled text drifts.
+- **Numerics**: a row is always computed in the same shape. Its prompt is left-padded to a
+  bucket length that depends on its own length only (``bucket_length``: 64, 128, 256, 512,
+  768, 1024, 1536, ...), only rows of one bucket share a batch, and a batch never has a single
+  row (a lone row, which takes another kernel path, runs beside a copy of itself). The matrix
+  products are row-invariant in the batch size (checked), so a row's logits are bitwise equal
+  whatever shares its batch. Measured on bf16 CPU: padding to the batch's longest prompt moves
+  a row's logits by up to 0.4 and its text drifts; padding to a multiple of 64 still differs
+  once the batch reaches 512 tokens (the kernels' blocking changes with the length).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from music_core.errors import MusicError
 from music_core.llm.errors import BadRequestError
 from music_core.llm.types import Completion, ProviderCall, Usage
 
-PAD_MULTIPLE = 64  # batches are padded to a multiple of this (see the module docstring)
+
+def bucket_length(n: int) -> int:
+    """The padded length of an n-token prompt: a power of two up to 512, then steps of half a
+    power of two (few buckets, so batches stay full; at most a third of a row is padding)."""
+    power = 64
+    while True:
+        for size in ((power,) if power < 512 else (power, power * 3 // 2)):
+            if n <= size:
+                return size
+        power *= 2
 _ENGINES: dict[tuple[str, str, str], LocalEngine] = {}
 _LOCK = threading.Lock()
 
@@ -46,6 +57,7 @@ class _Job:
     future: Any
     loop: Any
     text: str | None = None  # the prompt after the chat template
+    bucket: int = 0          # its padded length; only jobs of one bucket share a batch
     error: Exception | None = None
 
 
@@ -153,9 +165,8 @@ class LocalEngine:
         for job in self._pending:
             if job.text is None:
                 self._prepare(job)
-        # Same sampling settings share a batch. When more is waiting than fits, take the oldest
-        # job and the jobs closest to it in prompt length: padding to the longest prompt is paid
-        # by every row (in time only: the samples do not depend on it).
+        # Same sampling settings and the same padded length share a batch (see the module
+        # docstring). When more is waiting than fits, take the oldest jobs first.
         key = self._group_key(self._pending[0])
         same = [j for j in self._pending if self._group_key(j) == key]
         if sum(j.call.n for j in same) > self.max_batch_size:
@@ -180,6 +191,8 @@ class LocalEngine:
         except Exception as exc:
             job.text = ""  # a batch of its own; _generate raises the error
             job.error = BadRequestError(f"local provider: chat template failed: {exc}")
+            return
+        job.bucket = bucket_length(len(self.tokenizer(job.text, add_special_tokens=False)["input_ids"]))
 
     @staticmethod
     def _size(job: _Job) -> int:
@@ -189,7 +202,7 @@ class LocalEngine:
     def _group_key(job: _Job) -> tuple:
         # max_tokens and stop strings differ per row (see _RowLimits); sampling must not.
         p = job.call.params
-        return (p.temperature, p.top_p, id(job) if job.error is not None else 0)
+        return (p.temperature, p.top_p, job.bucket, id(job) if job.error is not None else 0)
 
     @staticmethod
     def _resolve(job: _Job, comps: list[Completion] | None = None, exc: BaseException | None = None) -> None:
@@ -223,7 +236,7 @@ class LocalEngine:
             owners.append(owners[0])
             row_seeds.append(row_seeds[0])
         # The template already holds the special tokens: adding them again would double BOS.
-        enc = tok(prompts, return_tensors="pt", padding=True, pad_to_multiple_of=PAD_MULTIPLE,
+        enc = tok(prompts, return_tensors="pt", padding="max_length", max_length=batch[0].bucket,
                   add_special_tokens=False).to(self.device)
         p = batch[0].call.params
         row_params = [batch[j].call.params for j in owners]

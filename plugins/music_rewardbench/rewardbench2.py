@@ -1,0 +1,84 @@
+"""``rewardbench-2``: RewardBench 2 (``allenai/reward-bench-2``, split ``test``) by hub id or
+local path, from its own schema: ``prompt``, ``chosen`` and ``rejected`` as lists of completions,
+``num_correct``, ``subset`` and, for the Ties subset, ``ref:N`` / ``tied:N`` ids. Scored as
+``rewardbench`` 0.1.4 scores it (``scoring_v2``); the overall is the mean of the six subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from music_core import progress
+from music_core.contracts import EvalReport, Evaluator
+from music_core.errors import ConfigError, RecordError
+from music_core.evaluation import load_scorer
+from music_core.formats import iter_raw_records
+
+from .scoring_v2 import SUBSETS_V2, subset_scores
+
+BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
+
+
+def load_examples_v2(path: str, split: str) -> list[dict[str, Any]]:
+    source = str(BUILTIN) if path == "builtin" else path
+    out = []
+    for where, line, rec in iter_raw_records(source, split):
+        problems = [k for k in ("prompt", "subset") if not isinstance(rec.get(k), str) or not rec.get(k)]
+        problems += [k for k in ("chosen", "rejected") if not isinstance(rec.get(k), list) or not rec.get(k)
+                     or not all(isinstance(x, str) for x in rec[k])]
+        if problems:
+            raise RecordError(where, line, f"RewardBench 2 record lacks or has a bad {problems} "
+                                           f"(chosen and rejected are lists of completions)")
+        rec = dict(rec)
+        rec["num_correct"] = int(rec.get("num_correct") or len(rec["chosen"]))
+        if str(rec["subset"]).lower() == "ties" and ":" not in str(rec.get("id", "")):
+            raise RecordError(where, line, "a Ties record needs an id of the form ref:N or tied:N")
+        out.append(rec)
+    return out
+
+
+class RewardBench2(Evaluator):
+    name = "rewardbench-2"
+    command = "rewardbench2"
+    description = "RewardBench 2: best-of-4 accuracy per subset (Factuality, Precise IF, Math, Safety, Focus, Ties)"
+
+    def run(self, reward_models: dict[str, str]) -> EvalReport:
+        cfg = self.ctx.config.eval.rewardbench2
+        if not cfg.path:
+            raise ConfigError("config key 'eval.rewardbench2.path': no RewardBench 2 data given "
+                              "(hub id allenai/reward-bench-2, a local path, or 'builtin')")
+        examples = load_examples_v2(cfg.path, cfg.split)
+        convs, owner = [], []
+        for i, e in enumerate(examples):
+            for completion in list(e["chosen"]) + list(e["rejected"]):  # correct ones first, as RewardBench 2 orders them
+                convs.append([{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": completion}])
+                owner.append(i)
+        per_rm: dict[str, Any] = {}
+        task = progress.Task("rewardbench-2", total=len(reward_models), unit="models")
+        for name, path in reward_models.items():
+            scorer = load_scorer(self.ctx, path)
+            if hasattr(scorer, "batch_size"):
+                scorer.batch_size = cfg.batch_size
+            flat = scorer.score(convs)
+            scores: list[list[float]] = [[] for _ in examples]
+            for i, s in zip(owner, flat):
+                scores[i].append(s)
+            per_rm[name] = {"subsets": {k: 100 * v for k, v in subset_scores(examples, scores).items()},
+                            "subset_counts": {s: sum(1 for e in examples if e["subset"] == s)
+                                              for s in sorted({e["subset"] for e in examples})}}
+            task.advance(1)
+        task.close()
+        results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "completions": len(convs),
+                   "models": per_rm,
+                   "note": ("'builtin' is a smoke set in RewardBench 2's schema written for this project (two "
+                            "prompts per subset): it checks the pipeline, it is not RewardBench 2") if cfg.path == "builtin" else ""}
+        return EvalReport(self.name, results, to_markdown(results))
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    cols = [s for s in SUBSETS_V2] + ["Overall"]
+    lines = ["## RewardBench 2", "", f"Data: `{r['data']}` ({r['examples']} prompts, {r['completions']} completions). "
+             + (r["note"] or ""), "", "| reward model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, m in r["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{m['subsets'][c]:.1f}" if c in m["subsets"] else "–" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
