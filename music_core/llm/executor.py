@@ -65,6 +65,7 @@ class Endpoint:
         self.wire_log: list[float] = []  # start time of every wire call (rate-limit checks)
         self.successes = 0  # wire calls answered: before the first, a refused connection or 400 is fatal
         self.fatal: EndpointFatalError | None = None
+        self._warm = False
         self._identity = identity_json(provider.cache_identity())
         self._rng = random.Random()
 
@@ -227,6 +228,9 @@ class Endpoint:
                     tpm_slots = [(lim, await lim.acquire(estimate)) for lim in self._limiters["tpm"]]
                 if self.fatal is not None:  # another call found the endpoint broken while we waited
                     raise self.fatal
+                if not self._warm:
+                    self.provider.warm_up()  # outside the timeout: a cold SDK import is not the server
+                    self._warm = True
                 self.wire_log.append(time.monotonic())
                 usage.wire_calls += 1
                 try:

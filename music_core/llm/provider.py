@@ -51,6 +51,10 @@ class ChatProvider(ABC):
         BadRequestError for a setting the API refuses): called before any work starts."""
         self.api_key()
 
+    def warm_up(self) -> None:  # noqa: B027 (optional hook)
+        """Build clients and import the SDK. Called once before the first call's timeout starts,
+        so that a cold import is not mistaken for a slow server."""
+
     def cache_identity(self) -> dict[str, Any]:
         """What names this endpoint's answers in the cache: everything that can change one."""
         opts = {k: v for k, v in (self.endpoint.options or {}).items() if k not in self.transport_options}

@@ -67,6 +67,9 @@ class AnthropicProvider(ChatProvider):
             kw["output_config"] = {"effort": self.endpoint.options["effort"]}
         return kw
 
+    def warm_up(self) -> None:
+        self.client()
+
     async def generate(self, call: ProviderCall) -> list[Completion]:
         import anthropic
 

@@ -73,6 +73,10 @@ class GeminiProvider(ChatProvider):
             cfg["thinking_config"] = types.ThinkingConfig(thinking_budget=int(self.endpoint.options["thinking_budget"]))
         return {"model": self.endpoint.model, "contents": contents, "config": types.GenerateContentConfig(**cfg)}
 
+    def warm_up(self) -> None:
+        self.client()
+        from google.genai import types  # noqa: F401 (the request builder needs it)
+
     async def generate(self, call: ProviderCall) -> list[Completion]:
         from google.genai import errors as gerr
 

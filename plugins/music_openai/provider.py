@@ -96,6 +96,12 @@ class OpenAIProvider(ChatProvider):
             kw["extra_body"] = dict(extra)
         return kw
 
+    def warm_up(self) -> None:
+        if self.transport == "raw":
+            self.raw().session()
+        else:
+            self.client()
+
     async def generate(self, call: ProviderCall) -> list[Completion]:
         if self.transport == "raw":
             kw = self._request(call)
