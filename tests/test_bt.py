@@ -259,6 +259,16 @@ def _train_cmd(out, data, held, dec, steps=8, extra=()):
             "train.log_every=1", *extra]
 
 
+def _kill_after_checkpoint(run, cmd, env, step=4):
+    """Start a training, SIGKILL it once checkpoint ``step`` is on disk."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "rm" / "checkpoints").glob(f"step-{step:07d}")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_and_resumed_training_ends_with_the_same_metrics(models, tmp_path):
     data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
     dec = tiny_decoder(tmp_path / "slowdec", layers=6)
@@ -266,12 +276,7 @@ def test_killed_and_resumed_training_ends_with_the_same_metrics(models, tmp_path
     subprocess.run(_train_cmd(tmp_path / "ref", data, held, dec), check=True, capture_output=True, env=env)
     ref = json.loads((tmp_path / "ref" / "rm" / "metrics.json").read_text())
     run = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(run, data, held, dec), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run / "rm" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(run, _train_cmd(run, data, held, dec), env)
     assert not (run / "rm" / "metrics.json").exists(), "the kill must land before the end"
     subprocess.run(_train_cmd(run, data, held, dec), check=True, capture_output=True, env=env)
     got = json.loads((run / "rm" / "metrics.json").read_text())
@@ -351,13 +356,7 @@ def test_a_changed_config_or_data_never_resumes_silently(models, tmp_path):
     env = {**os.environ, "MUSIC_TRAIN_STEP_DELAY_S": "0.4"}
     run = tmp_path / "run"
     base = ["train.log_every=3"]
-    proc = subprocess.Popen(_train_cmd(run, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run / "rm" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(run, _train_cmd(run, data, held, dec, extra=base), env)
     changed = subprocess.run(_train_cmd(run, data, held, dec, extra=[*base, "train.lr=3e-4", "train.batch_size=2"]),
                              capture_output=True, text=True, env=env)
     assert changed.returncode == 0, changed.stderr
@@ -369,24 +368,14 @@ def test_a_changed_config_or_data_never_resumes_silently(models, tmp_path):
     subprocess.run(_train_cmd(tmp_path / "ref", data, held, dec, extra=base), check=True, capture_output=True, env=env)
     ref = json.loads((tmp_path / "ref" / "rm" / "metrics.json").read_text())
     again = tmp_path / "again"
-    proc = subprocess.Popen(_train_cmd(again, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    while time.time() < deadline + 120 and not list((again / "rm" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(again, _train_cmd(again, data, held, dec, extra=base), env)
     subprocess.run(_train_cmd(again, data, held, dec, extra=base), check=True, capture_output=True, env=env)
     got = json.loads((again / "rm" / "metrics.json").read_text())
     assert got["resumed_from_step"] >= 4 and abs(got["final_loss"] - ref["final_loss"]) < 1e-6
 
     # other training data under the same path: also a fresh start
     data_run = tmp_path / "data-run"
-    proc = subprocess.Popen(_train_cmd(data_run, data, held, dec, extra=base), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    while time.time() < deadline + 240 and not list((data_run / "rm" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(data_run, _train_cmd(data_run, data, held, dec, extra=base), env)
     write_pairs(data, seed=5)  # the same file, new content
     fresh = subprocess.run(_train_cmd(data_run, data, held, dec, extra=base), capture_output=True, text=True, env=env)
     assert fresh.returncode == 0 and "train_data_sha256" in fresh.stderr

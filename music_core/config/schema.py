@@ -200,11 +200,10 @@ class RewardBenchConfig:
 
 
 @dataclass
-class RewardBench2Config:
+class RewardBench2Config(RewardBenchConfig):
     path: str | None = _f("builtin", "RewardBench 2 data: hub id (allenai/reward-bench-2), a local file/folder, "
                           "'builtin' (a smoke set in its schema written for this project; not RewardBench 2), or null")
     split: str = _f("test", "split to score")
-    batch_size: int = _f(16, "conversations per scoring batch (length-sorted)")
 
 
 @dataclass

@@ -29,6 +29,14 @@ def load_examples(path: str, split: str) -> list[dict[str, Any]]:
     return out
 
 
+def batched_scorer(ctx: Any, path: str, batch_size: int) -> Any:
+    """The RM's scorer with the evaluator's batch size, where the scorer has one."""
+    scorer = load_scorer(ctx, path)
+    if hasattr(scorer, "batch_size"):
+        scorer.batch_size = batch_size
+    return scorer
+
+
 class RewardBench(Evaluator):
     name = "rewardbench"
     command = "rewardbench"
@@ -44,9 +52,7 @@ class RewardBench(Evaluator):
         per_rm: dict[str, Any] = {}
         task = progress.Task("rewardbench", total=len(reward_models))
         for name, path in reward_models.items():
-            scorer = load_scorer(self.ctx, path)
-            if hasattr(scorer, "batch_size"):
-                scorer.batch_size = cfg.batch_size
+            scorer = batched_scorer(self.ctx, path, cfg.batch_size)
             rc, rr = scorer.score(convs_c), scorer.score(convs_r)  # the scorer sorts by length itself
             correct: dict[str, list[int]] = defaultdict(list)
             for e, c, r in zip(examples, rc, rr):

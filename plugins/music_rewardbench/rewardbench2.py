@@ -11,9 +11,9 @@ from typing import Any
 from music_core import progress
 from music_core.contracts import EvalReport, Evaluator
 from music_core.errors import ConfigError, RecordError
-from music_core.evaluation import load_scorer
 from music_core.formats import iter_raw_records
 
+from .rewardbench import batched_scorer
 from .scoring_v2 import SUBSETS_V2, subset_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
@@ -56,9 +56,7 @@ class RewardBench2(Evaluator):
         per_rm: dict[str, Any] = {}
         task = progress.Task("rewardbench-2", total=len(reward_models), unit="models")
         for name, path in reward_models.items():
-            scorer = load_scorer(self.ctx, path)
-            if hasattr(scorer, "batch_size"):
-                scorer.batch_size = cfg.batch_size
+            scorer = batched_scorer(self.ctx, path, cfg.batch_size)
             flat = scorer.score(convs)
             scores: list[list[float]] = [[] for _ in examples]
             for i, s in zip(owner, flat):
