@@ -20,6 +20,8 @@ from music_core.context import RunContext
 from music_core.training_stage import train_reward_model
 
 VARIANTS = [
+    ("minilm", "cls", 1e-4),
+    ("minilm", "last-token", 1e-4),
     ("minilm", "mean-pool", 1e-4),
     ("minilm", "per-turn", 1e-4),
     ("smollm2-135m", "last-token", 2e-5),
@@ -44,11 +46,14 @@ def main() -> None:
     ap.add_argument("--eval")
     ap.add_argument("--epochs", type=float, default=4)
     ap.add_argument("--out", type=Path, default=Path("runs/compare_backbones"))
+    ap.add_argument("--backbone", action="append", help="only these backbones (repeatable)")
+    ap.add_argument("--head", action="append", help="only these heads (repeatable)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     train, held = (args.train, args.eval) if args.train else builtin_split(tmp)
     rows = []
-    for backbone, head, lr in VARIANTS:
+    for backbone, head, lr in [v for v in VARIANTS if (not args.backbone or v[0] in args.backbone)
+                            and (not args.head or v[1] in args.head)]:
         cfg = load_config(None, [f"run.output_dir={args.out}", "run.progress=false", f"train.backbone={backbone}",
                                  f"train.head={head}", f"train.lr={lr}", f"train.epochs={args.epochs}",
                                  f"train.train_data={train}", f"train.eval_data={held}", "train.tokens_per_micro_batch=4096"])

@@ -138,22 +138,49 @@ class SequenceSpans:
 
 
 class RewardHead(Component):
-    """Maps a backbone's hidden states to one scalar reward per sequence.
+    """Maps a backbone's hidden states to one scalar reward per sequence, and says how the
+    trained model is exported so that plain transformers computes the same reward.
 
-    ``native_export`` heads save as the backbone's own ``*ForSequenceClassification`` (scored
-    by plain transformers); others save with remote code (``trust_remote_code=True``).
+    Write the head's computation in a self-contained module that imports only ``torch`` and
+    set it as ``code``; it defines ``build(hidden_size, settings) -> nn.Module`` and
+    ``reward(module, hidden, spans, settings) -> [len(spans)] float32``. The head's own
+    ``build``/``reward`` run that module with ``settings()`` (the head's options the
+    computation needs, JSON-serialisable). Export forms, tried in order:
+
+    1. ``standard_weights(module, model)``: the weights that make the backbone's own
+       ``AutoModelForSequenceClassification`` (``model``, freshly built) compute this head's
+       reward; the export then loads without remote code. ``None``: no such form for this
+       backbone.
+    2. ``code``: the export ships the module's source as ``music_head.py`` with
+       ``modeling_music_rm.py`` (loaded with ``trust_remote_code=True``), which rebuilds the
+       spans from the attention mask and calls the same ``reward``.
+
+    A head with neither is refused before training. Every export is reloaded and checked
+    against the trainer's own scores (1e-4); one that does not match is refused, never saved.
     """
 
-    native_export: ClassVar[bool] = False
-    pooling: ClassVar[str] = ""
+    code: ClassVar[Any] = None  # a module: build(hidden_size, settings), reward(module, hidden, spans, settings)
 
-    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """What ``code`` needs besides the weights (saved in the exported config)."""
+        return {}
+
     def build(self, hidden_size: int) -> Any:
         """Return the trainable ``torch.nn.Module`` of the head."""
+        if self.code is None:
+            raise NotImplementedError(f"reward head {self.name!r}: set `code` or override build()")
+        return self.code.build(hidden_size, self.settings())
 
-    @abstractmethod
     def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
         """Rewards ``[len(spans)]`` (float32) from ``hidden`` ``[tokens, hidden_size]``."""
+        if self.code is None:
+            raise NotImplementedError(f"reward head {self.name!r}: set `code` or override reward()")
+        return self.code.reward(module, hidden, spans, self.settings())
+
+    def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
+        """State-dict entries of ``model`` (the backbone's ``*ForSequenceClassification``,
+        num_labels=1) that make it compute this head's reward, or None."""
+        return None
 
 
 @dataclass

@@ -40,7 +40,7 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
              f"Roles: user simulator `{c.roles.user_simulator}`, assistant simulator `{c.roles.assistant_simulator}`, "
              f"policy `{c.roles.policy}`, judge `{c.roles.judge}` "
              f"({', '.join(f'{k}={v.provider}:{v.model}' for k, v in c.models.items())}). "
-             f"Reward models: `{c.train.head}` head on `{c.train.backbone}`.", "",
+             f"Reward models: `{_trained_head(rms, c.train.head)}` head on `{c.train.backbone}`.", "",
              f"Wall time of this invocation: {seconds / 60:.1f} min; per stage: "
              + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stages.items() if v) + ".", ""]
     if synth:
@@ -55,12 +55,13 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
         lines += ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "
                   f"{mix['synthetic_share_of_train']:.0%}).", ""]
     if any(rms.values()):
-        lines += ["## Reward models", "", "| RM | train pairs | steps | final train loss | held-out accuracy | held-out pairs | tokens/s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["## Reward models", "", "| RM | train pairs | steps | final train loss | held-out accuracy | held-out pairs | "
+                  "tokens/s | export |", "|---|---|---|---|---|---|---|---|"]
         for name, m in rms.items():
             if m:
                 lines.append(f"| {name} | {m.get('train_pairs')} | {m.get('steps')} | {m.get('final_loss', float('nan')):.3f} | "
-                             f"{m.get('eval_accuracy', float('nan')):.3f} | {m.get('eval_pairs', 0)} | {m.get('tokens_per_s', 0):.0f} |")
+                             f"{m.get('eval_accuracy', float('nan')):.3f} | {m.get('eval_pairs', 0)} | {m.get('tokens_per_s', 0):.0f} | "
+                             f"{m.get('export_form', '?')} |")
         lines.append("")
     for e in evals.values():
         lines += [e["markdown"], ""]
@@ -70,3 +71,9 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
                                              "evaluations": {k: v["results"] for k, v in evals.items()},
                                              "stages": stages, "seconds": seconds}, indent=2, default=str) + "\n")
     return md_path, json_path
+
+
+def _trained_head(rms: dict[str, Any], configured: str) -> str:
+    """The head the trainer used (``auto`` resolves per backbone), else the configured name."""
+    heads = {m.get("head") for m in rms.values() if m and m.get("head")}
+    return ", ".join(sorted(heads)) if heads else configured

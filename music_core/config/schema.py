@@ -136,8 +136,9 @@ class LoraConfig:
 class TrainConfig:
     trainer: str = _f("bradley-terry", "registered trainer")
     backbone: str = _f("minilm", "alias (minilm, smollm2-135m), local folder or hub id")
-    head: str = _f("per-turn", "registered reward head: last-token (the paper's), mean-pool, per-turn "
-                   "(the default: 93.5% vs 80.6% for mean-pool on MiniLM, benchmarks/results/compare_backbones.md)")
+    head: str = _f("auto", "registered reward head: auto (the backbone's own classifier head, so the model exports as "
+                           "standard transformers: last-token on decoders, the paper's; cls on encoders), last-token, cls, "
+                           "mean-pool, per-turn (the last two export with remote code)")
     head_options: dict[str, Any] = _f({}, "options of the reward head")
     train_data: str | None = _f(None, "pairs JSONL (default: the mix's train split)")
     eval_data: str | None = _f(None, "held-out pairs JSONL (default: the mix's eval split)")

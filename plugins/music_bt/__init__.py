@@ -1,8 +1,8 @@
-"""Bradley-Terry reward-model trainer and reward heads (last-token, mean-pool, per-turn)."""
+"""Bradley-Terry reward-model trainer and reward heads (last-token, cls, mean-pool, per-turn)."""
 
 from music_core import hookimpl
 
-from .heads import LastTokenHead, MeanPoolHead, PerTurnHead
+from .heads import ClsHead, LastTokenHead, MeanPoolHead, PerTurnHead
 from .trainer import BradleyTerryTrainer
 
 
@@ -14,5 +14,6 @@ def register_trainers(register):
 @hookimpl
 def register_reward_heads(register):
     register(LastTokenHead)
+    register(ClsHead)
     register(MeanPoolHead)
     register(PerTurnHead)

@@ -1,62 +1,79 @@
-"""Reward heads. Each maps flat hidden states ``[tokens, hidden]`` and the sequence spans to
-one float32 reward per sequence; the same code serves packed and padded batches."""
+"""The bundled reward heads. Each one's computation lives in a torch-only module under
+``head_code`` (run in training, shipped with an export that needs remote code); the classes here
+add options and say which weights make a backbone's own ``*ForSequenceClassification`` compute
+the same reward (the standard export, no remote code)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from music_core.config import options
-from music_core.contracts import RewardHead, SequenceSpans
+from music_core.contracts import RewardHead
+
+from .head_code import cls_pooler, last_token, mean_pool, per_turn
 
 
-def _linear(hidden_size: int) -> Any:
+def _linear_of(model: Any, name: str, out_features: int = 1) -> Any:
     import torch
 
-    head = torch.nn.Linear(hidden_size, 1, bias=False, dtype=torch.float32)
-    torch.nn.init.normal_(head.weight, std=1.0 / (hidden_size + 1) ** 0.5)  # as TRL/HF init the score head
-    return head
+    layer = getattr(model, name, None)
+    return layer if isinstance(layer, torch.nn.Linear) and layer.out_features == out_features else None
 
 
 class LastTokenHead(RewardHead):
-    """The paper's head: a linear map of the last real token's hidden state."""
+    """The paper's head. On a decoder it is exactly the standard ``*ForSequenceClassification``
+    (its ``score`` layer reads the last non-pad token)."""
 
     name = "last-token"
-    description = "linear score of the conversation's last token (decoders; the paper's)"
-    native_export = True
-    pooling = "last"
+    description = "linear score of the conversation's last token (the paper's; standard export on decoders)"
+    code = last_token
 
-    def build(self, hidden_size: int) -> Any:
-        return _linear(hidden_size)
+    def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
+        from .model import is_decoder
 
-    def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
-        import torch
+        score = _linear_of(model, "score")
+        if not is_decoder(model.config) or score is None or score.bias is not None:
+            return None
+        return {"score.weight": module.weight}
 
-        last = torch.tensor([e - 1 for e in spans.ends], device=hidden.device)
-        return module(hidden[last].float()).squeeze(-1)
+
+class ClsHead(RewardHead):
+    """An encoder's own classification head (first token, dense + tanh, linear with bias): BERT
+    and RoBERTa-style models export as their standard ``*ForSequenceClassification``."""
+
+    name = "cls"
+    description = "the encoder's own classifier on the first token (standard export on BERT/RoBERTa-style encoders)"
+    code = cls_pooler
+
+    def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
+        from .model import is_decoder
+
+        if is_decoder(model.config):
+            return None
+        dense, out = module[0], module[2]
+        base = getattr(model, model.base_model_prefix, None)
+        pooler = getattr(base, "pooler", None)
+        classifier = getattr(model, "classifier", None)
+        if pooler is not None and _linear_of(model, "classifier") is not None and _linear_of(pooler, "dense", dense.out_features):
+            # BERT: classifier(dropout(tanh(pooler.dense(h[0]))))
+            p = f"{model.base_model_prefix}.pooler.dense"
+            return {f"{p}.weight": dense.weight, f"{p}.bias": dense.bias,
+                    "classifier.weight": out.weight, "classifier.bias": out.bias}
+        if classifier is not None and _linear_of(classifier, "out_proj") is not None \
+                and type(classifier).__name__.startswith(("Roberta", "XLMRoberta")):
+            # RoBERTa: out_proj(tanh(dense(h[0]))) (its dropout is off when scoring)
+            return {"classifier.dense.weight": dense.weight, "classifier.dense.bias": dense.bias,
+                    "classifier.out_proj.weight": out.weight, "classifier.out_proj.bias": out.bias}
+        return None
 
 
 class MeanPoolHead(RewardHead):
-    """Mean of every token's hidden state, then linear: the pooling encoders were trained for."""
+    """Mean of every token's hidden state, then linear (remote-code export)."""
 
     name = "mean-pool"
-    description = "linear score of the mean hidden state (encoders)"
-    pooling = "mean"
-
-    def build(self, hidden_size: int) -> Any:
-        return _linear(hidden_size)
-
-    def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
-        import torch
-
-        seg = torch.full((hidden.shape[0],), -1, dtype=torch.long, device=hidden.device)
-        for i, (s, e) in enumerate(zip(spans.starts, spans.ends)):
-            seg[s:e] = i
-        keep = seg >= 0
-        sums = torch.zeros(len(spans), hidden.shape[1], device=hidden.device, dtype=torch.float32)
-        sums.index_add_(0, seg[keep], hidden[keep].float())
-        counts = torch.tensor([e - s for s, e in zip(spans.starts, spans.ends)], device=hidden.device, dtype=torch.float32)
-        return module(sums / counts[:, None]).squeeze(-1)
+    description = "linear score of the mean hidden state (encoders; exports with remote code)"
+    code = mean_pool
 
 
 @dataclass
@@ -69,8 +86,8 @@ class PerTurnHead(RewardHead):
     as its turns (``min``), on average (``mean``), or as its last (``last``)."""
 
     name = "per-turn"
-    description = "scores every assistant turn's end, combined by mean, min or last"
-    pooling = "turns"
+    description = "scores every assistant turn's end, combined by mean, min or last (exports with remote code)"
+    code = per_turn
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
@@ -80,28 +97,5 @@ class PerTurnHead(RewardHead):
 
             raise ConfigError("config key 'train.head_options.combine': must be mean, min or last")
 
-    def build(self, hidden_size: int) -> Any:
-        return _linear(hidden_size)
-
-    def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
-        import torch
-
-        flat = [p for ends in spans.turn_ends for p in ends]
-        owner = torch.tensor([i for i, ends in enumerate(spans.turn_ends) for _ in ends], device=hidden.device)
-        scores = module(hidden[torch.tensor(flat, device=hidden.device)].float()).squeeze(-1)
-        return combine(scores, owner, len(spans), self.opts.combine)
-
-
-def combine(scores: Any, owner: Any, n: int, how: str) -> Any:
-    """Per-turn scores -> one per sequence (shared with the exported model's remote code)."""
-    import torch
-
-    if how == "mean":
-        total = torch.zeros(n, device=scores.device, dtype=scores.dtype).index_add_(0, owner, scores)
-        count = torch.zeros(n, device=scores.device, dtype=scores.dtype).index_add_(0, owner, torch.ones_like(scores))
-        return total / count
-    if how == "min":
-        return torch.full((n,), float("inf"), device=scores.device, dtype=scores.dtype).scatter_reduce(0, owner, scores, "amin")
-    last = torch.zeros(n, dtype=torch.long, device=scores.device).scatter_reduce(
-        0, owner, torch.arange(len(owner), device=scores.device), "amax")
-    return scores[last]
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.opts)

@@ -48,7 +48,7 @@ def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: An
     if not examples:
         return {}
     net.eval()
-    losses, correct, margins = [], 0, []
+    losses, correct, margins, rewards = [], 0, [], []
     with torch.no_grad():
         for mb in batcher.micro_batches(examples):
             mb.to(device)
@@ -58,9 +58,14 @@ def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: An
             losses += loss.tolist()
             correct += int((r_c > r_r).sum())
             margins += (r_c - r_r).tolist()
+            rewards += r.tolist()
     net.train()
+    # reward mean/std over chosen and rejected (as OpenRLHF records them for users who normalize)
+    mean = sum(rewards) / len(rewards)
+    std = (sum((x - mean) ** 2 for x in rewards) / max(1, len(rewards) - 1)) ** 0.5
     return {"eval_loss": sum(losses) / len(losses), "eval_accuracy": correct / len(examples),
-            "eval_margin": sum(margins) / len(margins), "eval_pairs": len(examples)}
+            "eval_margin": sum(margins) / len(margins), "eval_pairs": len(examples),
+            "eval_reward_mean": mean, "eval_reward_std": std}
 
 
 def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out: list[PairExample],
@@ -183,7 +188,8 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     # Sharded strategies hold no full weights anywhere: every rank takes part in the gather.
     sharded = acc.distributed_type.name in ("FSDP", "DEEPSPEED")
     full_state = acc.get_state_dict(net) if sharded else None
-    return acc.unwrap_model(net), acc, {**metrics, "_full_state": full_state}
+    # without the autocast wrapper: what comes back is exported and checked in float32
+    return acc.unwrap_model(net, keep_fp32_wrapper=False), acc, {**metrics, "_full_state": full_state}
 
 
 def resolve_precision(requested: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,40 @@ from music_core.jsonl import read_records, write_text_atomic
 
 # Settings that do not change what training computes: a checkpoint survives changes to these.
 NOT_IN_FINGERPRINT = ("log_every", "trackers", "save_every", "eval_every", "output_dir", "eval_data", "train_data")
+
+
+# Held-out pairs whose conversations are scored twice at export, by the trainer and by the saved
+# folder through plain transformers: an export that does not reproduce training is refused.
+EXPORT_PROBE_PAIRS = 4
+
+TRUNCATION_RULE = ("a conversation longer than max_length tokens (after the chat template) loses its oldest "
+                   "exchanges (user + assistant message) one at a time, keeping a leading system message and at least "
+                   "the final exchange; if that is still too long, its first tokens are cut so that the end stays")
+
+
+def resolve_head(name: str, decoder: bool) -> str:
+    """``auto``: the head each backbone kind's own sequence classifier has, so the trained model
+    exports as the standard class: the last token on decoders (the paper's), cls on encoders."""
+    if name != "auto":
+        return name
+    return "last-token" if decoder else "cls"
+
+
+def _trainer_scores(net: Any, encoder: Any, cfg: TrainConfig, pack: bool, pad_id: int, device: Any,
+                    conversations: list[list[dict]]) -> list[float]:
+    """The trained network's own rewards, in float32 without autocast, batched as in evaluation."""
+    import torch
+
+    from .batching import PairExample, packed, padded
+
+    encoded = [encoder.encode(c) for c in conversations]
+    rows = [PairExample(i, encoded[2 * i], encoded[2 * i + 1]) for i in range(len(encoded) // 2)]
+    net.eval()
+    with torch.no_grad():
+        mb = (packed(rows) if pack else padded(rows, pad_id)).to(device)
+        out = net(mb).float().tolist()
+    net.train()
+    return out
 
 
 def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
@@ -41,7 +76,7 @@ class BradleyTerryTrainer(Trainer):
 
         from .data import encode_pairs
         from .encoding import ConversationEncoder, TruncationStats
-        from .export import choose_pad_id, export
+        from .export import ExportSpec, choose_pad_id, export, export_form
         from .loop import train_loop
         from .model import is_decoder, load_backbone, reward_net
 
@@ -89,11 +124,19 @@ class BradleyTerryTrainer(Trainer):
             progress.log(f"QLoRA: {four_bit} linear layers of {cfg.backbone} hold NF4 weights")
         if cfg.lora.enabled:
             backbone = _with_lora(backbone, cfg)
-        head = self.ctx.component("reward_head", cfg.head, cfg.head_options) if self.ctx else None
+        head_name = resolve_head(cfg.head, decoder)
+        if head_name == "cls" and decoder:
+            raise ConfigError(f"config key 'train.head': the cls head reads the first token, which on a decoder "
+                              f"({cfg.backbone}) attends to nothing after it; use last-token (or auto)")
+        head = self.ctx.component("reward_head", head_name, cfg.head_options) if self.ctx else None
         if head is None:
             from music_core.plugins import get_registry
 
-            head = get_registry().create("reward_head", cfg.head, cfg.head_options)
+            head = get_registry().create("reward_head", head_name, cfg.head_options)
+        form = export_form(head, backbone.config)
+        if form == "remote-code":
+            progress.log(f"reward head {head_name!r} on {cfg.backbone}: the exported model ships its own code "
+                         "(load it with trust_remote_code=True); a standard export needs last-token (decoders) or cls (encoders)")
         torch.manual_seed(cfg.seed)  # the seed is set right before the head is created
         head_module = head.build(backbone.config.hidden_size)
         net = reward_net(backbone, head, head_module)
@@ -101,7 +144,7 @@ class BradleyTerryTrainer(Trainer):
             progress.log(f"{cfg.backbone}: an encoder; using length-grouped padded batches instead of packing")
         extra = {"truncation": stats.to_dict(), "eval_truncation": eval_stats.to_dict(),
                  "encode_seconds": round(time.perf_counter() - t0, 2), "packed": pack, "backbone": cfg.backbone,
-                 "head": cfg.head, "four_bit_linear_layers": four_bit}
+                 "head": head_name, "export_form": form, "four_bit_linear_layers": four_bit}
         net, acc, metrics = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra, fingerprint=fingerprint(cfg))
         full_state = metrics.pop("_full_state", None)
@@ -114,11 +157,14 @@ class BradleyTerryTrainer(Trainer):
                 net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
             elif cfg.lora.enabled:
                 net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
-            native = head.native_export and decoder
-            export(net, tok, out_dir=out_dir, head_name=cfg.head, pooling=head.pooling,
-                   combine=getattr(getattr(head, "opts", None), "combine", None), eom_id=encoder.eom_id, pad_id=pad_id,
-                   max_length=cfg.max_length, native=native, card=model_card(cfg, metrics, native),
-                   extra={"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name})
+            stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
+            meta = {"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name,
+                    "truncation": TRUNCATION_RULE, "reward_stats": stats}
+            spec = ExportSpec(form=form, head=head, eom_id=encoder.eom_id, pad_id=pad_id, max_length=cfg.max_length,
+                              card=model_card(cfg, metrics, head_name, form, encoder.add_special), metadata=meta)
+            probe = [c for p in (eval_pairs or train_pairs)[:EXPORT_PROBE_PAIRS] for c in (p.chosen, p.rejected)]
+            scores = partial(_trainer_scores, net, encoder, cfg, pack, pad_id, acc.device)
+            metrics.update(export(net, tok, out_dir, spec, scores, probe))
             write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
             # The exported model is the result: the resume points (optimizer state, ~3x the model
             # on disk) are no longer needed once it is written.
@@ -171,32 +217,61 @@ def _merged_into_full_precision(trained: Any, path: str, cfg: TrainConfig, load:
     return fresh.merge_and_unload()
 
 
-def model_card(cfg: TrainConfig, metrics: dict[str, Any], native: bool) -> str:
-    load = ("AutoModelForSequenceClassification.from_pretrained(path)" if native else
-            "AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)")
+def model_card(cfg: TrainConfig, metrics: dict[str, Any], head: str, form: str, add_special: bool) -> str:
+    remote = form == "remote-code"
+    trust = ", trust_remote_code=True" if remote else ""
     ev = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k.startswith("eval_")}
+    loading = (f"The `{head}` head has no standard transformers form for this backbone, so the model ships its code "
+               "(`modeling_music_rm.py`, and the head's own `music_head.py`) and loads with `trust_remote_code=True`."
+               if remote else
+               f"The `{head}` head is the backbone's own sequence-classification head: the model loads in plain "
+               "transformers (RewardBench, TRL, vLLM's reward API) without remote code.")
     return f"""---
 library_name: transformers
 tags: [reward-model, bradley-terry, music, multi-turn]
 ---
 # Reward model trained with music (MUSIC, arXiv 2512.24693)
 
-A Bradley-Terry reward model: `{cfg.head}` head on `{cfg.backbone}`, trained on `{cfg.train_data}`
+A Bradley-Terry reward model: `{head}` head on `{cfg.backbone}`, trained on `{cfg.train_data}`
 for {metrics.get('steps')} steps (batch {cfg.batch_size} pairs, lr {cfg.lr}, max length {cfg.max_length}).
+{loading}
 
 Held-out: {json.dumps(ev)}
+
+`config.json` holds `mean` and `std` of the reward on the held-out conversations (chosen and
+rejected), for users who normalize rewards (as OpenRLHF does).
+
+## Truncation
+
+Training saw at most {cfg.max_length} tokens per conversation: {TRUNCATION_RULE}. Plain transformers
+truncation cuts differently (usually the end, where the reward is read), so score long
+conversations with the helper below (`music eval` does the same).
 
 ## Use
 
 ```python
+import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-tok = AutoTokenizer.from_pretrained(path)
-model = {load}
-text = tok.apply_chat_template(messages, tokenize=False)
-inputs = tok(text, return_tensors="pt", add_special_tokens={metrics.get('add_special_tokens', 'see music_rm.json')})
-reward = model(**inputs).logits[0, 0]
-```
 
-Conversations longer than {cfg.max_length} tokens were shortened by dropping their oldest turns;
-score the same way (`music_rm.json` holds the settings; `music eval` does it for you).
+MAX_LENGTH = {cfg.max_length}
+ADD_SPECIAL_TOKENS = {add_special}
+
+def encode(tok, messages):
+    \"\"\"Token ids as in training: the oldest exchanges go first, the end is always kept.\"\"\"
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head):]
+    while True:
+        text = tok.apply_chat_template(head + body, tokenize=False)
+        ids = tok(text, add_special_tokens=ADD_SPECIAL_TOKENS)["input_ids"]
+        if len(ids) <= MAX_LENGTH or len(body) <= 2:
+            return ids[-MAX_LENGTH:]
+        body = body[2:]
+
+tok = AutoTokenizer.from_pretrained(path{trust})
+model = AutoModelForSequenceClassification.from_pretrained(path{trust}).eval()
+
+def reward(messages):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([encode(tok, messages)])).logits[0, 0].item()
+```
 """
