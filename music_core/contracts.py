@@ -210,16 +210,26 @@ class Trainer(Component):
 
 @dataclass
 class Verdict:
-    """A judge's decision between conversations shown as A (first) and B (second)."""
+    """A judge's decision between conversations shown as A (first) and B (second).
+
+    ``p_first``: the judge's probability that A is better (from its label token probabilities),
+    where it has one. ``method`` says how the verdict was read: ``logprobs``, ``text``, or
+    ``unparsed`` (no verdict could be read; ``winner`` is then ``tie``)."""
 
     winner: Literal["A", "B", "tie"]
     reasons: str = ""
     raw: str = ""
+    p_first: float | None = None
+    method: str = "text"
 
 
 class Judge(Component):
     """Compares two whole conversations that share a prefix. The core runs it in both orders
-    (:func:`music_core.judging.judge_both_orders`); a disagreement is a tie."""
+    (:func:`music_core.judging.judge_both_orders`). With probabilities in both orders the
+    outcome is their position-debiased mean, a tie within ``tie_margin`` of 0.5; otherwise a
+    disagreement between the orders is a tie."""
+
+    tie_margin: float = 0.05
 
     @abstractmethod
     async def compare(self, first: list[Message], second: list[Message], llm: Endpoint,

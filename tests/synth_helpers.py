@@ -21,10 +21,10 @@ def scripted_reply(messages: list[dict], index: int) -> str:
     if "getting help from an AI" in system or "simulating the human user" in system:  # user simulators
         return FOLLOW_UPS[(digest + index) % len(FOLLOW_UPS)]
     if "impartial judge" in system:  # the pairwise judge: prefers the longer conversation, in either order
-        a = re.search(r"\[Conversation A\]\n(.*?)\n\n\[Conversation B\]", last, re.S)
-        b = re.search(r"\[Conversation B\]\n(.*?)\n\nWhich conversation", last, re.S)
-        la, lb = len(a.group(1)) if a else 0, len(b.group(1)) if b else 0
+        la, lb = judged_lengths(last)
         winner = "A" if la > lb else "B" if lb > la else "tie"
+        if "Answer with one letter" in system:  # the label template: the letter alone
+            return "A" if winner == "tie" else winner
         return json.dumps({"reasons": f"{la} vs {lb} characters", "winner": winner})
     if "rewrite a user's instruction" in system or "Rewrite that instruction" in system:  # the rewriters
         m = (re.search(r"Original instruction: (.*)\nModified instruction:", last, re.S)
@@ -33,6 +33,21 @@ def scripted_reply(messages: list[dict], index: int) -> str:
         return f"{original.rstrip('.?!')}, but only for experts."
     # candidates differ in length by sample index, so a length-loving RM has something to pick
     return f"Answer {digest % 10_000}-{index}: a careful reply to '{last[:60]}'." + " More detail." * (index % 4)
+
+
+def judged_lengths(prompt: str) -> tuple[int, int]:
+    a = re.search(r"\[Conversation A\]\n(.*?)\n\n\[Conversation B\]", prompt, re.S)
+    b = re.search(r"\[Conversation B\]\n(.*?)\n\nWhich conversation", prompt, re.S)
+    return (len(a.group(1)) if a else 0), (len(b.group(1)) if b else 0)
+
+
+def scripted_logprobs(messages: list[dict], index: int, text: str) -> list[dict[str, float]]:
+    """A judge's label probabilities: sure of the longer conversation, undecided between equals."""
+    la, lb = judged_lengths(messages[-1]["content"])
+    if la == lb:
+        return [{" A": -0.7, " B": -0.7, "The": -4.0}]
+    win, lose = ("A", "B") if la > lb else ("B", "A")
+    return [{win: -0.1, lose: -2.4, "Conversation": -5.0}]
 
 
 def synth_overrides(tmp_path, base_url: str, provider: str, key_env: str, model: str = "fake-model") -> list[str]:

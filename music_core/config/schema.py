@@ -187,6 +187,8 @@ class BonConfig:
     judge: str = _f("pairwise", "registered judge")
     judge_options: dict[str, Any] = _f({}, "options of the judge")
     greedy_baseline: bool = _f(False, "N=1 decodes greedily (the paper's 'BoN vs greedy'); else one sample")
+    distinct_candidates: bool = _f(True, "a candidate that repeats an earlier one of its pool is sampled again "
+                                         "(up to 4 times; the count is reported)")
     concurrency: int = _f(32, "conversations in flight at once")
     bootstrap: int = _f(1000, "bootstrap resamples for 95% intervals")
     seed: int = _f(0, "seed of the bootstrap")

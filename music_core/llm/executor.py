@@ -86,14 +86,17 @@ class Endpoint:
 
     def params(self, *, temperature: float | None = None, top_p: float | None = None,
                max_tokens: int | None = None, stop: list[str] | tuple[str, ...] | None = None,
-               seed: int | None = None) -> SamplingParams:
+               seed: int | None = None, top_logprobs: int | None = None) -> SamplingParams:
         c = self.config
+        if top_logprobs and not self.provider.supports_logprobs:
+            raise ValueError(f"{self.config.provider}: this provider returns no log-probabilities (supports_logprobs)")
         return SamplingParams(
             temperature=c.temperature if temperature is None else temperature,
             max_tokens=c.max_tokens if max_tokens is None else max_tokens,
             top_p=c.top_p if top_p is None else top_p,
             stop=tuple(stop or ()),
             seed=(c.seed if c.seed is not None else self.default_seed) if seed is None else seed,
+            top_logprobs=top_logprobs or None,
         )
 
     async def chat(self, messages: list[Message], usage: RoleUsage, *, n: int = 1, sample_index: int = 0,
@@ -144,7 +147,7 @@ class Endpoint:
                     self._inflight.pop(keys[i - sample_index], None)
         for i, fut in waits:
             done = await asyncio.shield(fut)
-            results[i] = Completion(done.text, done.finish_reason, done.usage, cached=True)
+            results[i] = Completion(done.text, done.finish_reason, done.usage, cached=True, top_logprobs=done.top_logprobs)
             usage.cached_samples += 1
         return [results[i] for i in indices]
 
@@ -275,6 +278,11 @@ class RoleClient:
     @property
     def config(self) -> EndpointConfig:
         return self.endpoint.config
+
+    @property
+    def supports_logprobs(self) -> bool:
+        """Whether ``chat(..., top_logprobs=k)`` returns token log-probabilities."""
+        return self.endpoint.provider.supports_logprobs
 
     async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0, **overrides: Any) -> list[Completion]:
         try:

@@ -22,13 +22,15 @@ class ChatProvider(ABC):
     Subclasses set ``name``; ``supports_seed = True`` when the API takes a sampling seed (each
     sample index is then sent as its own request with seed ``base + index``);
     ``supports_n = True`` when it can return several samples in one call (used only without a
-    seed); ``transport_options`` names the endpoint options that cannot change an answer
+    seed); ``supports_logprobs = True`` when it honours ``SamplingParams.top_logprobs`` (fills
+    ``Completion.top_logprobs``); ``transport_options`` names the endpoint options that cannot change an answer
     (everything else in ``options`` is part of the cache key).
     """
 
     name: ClassVar[str] = ""
     supports_n: ClassVar[bool] = False
     supports_seed: ClassVar[bool] = False
+    supports_logprobs: ClassVar[bool] = False
     transport_options: ClassVar[frozenset[str]] = frozenset()
     default_api_key_env: ClassVar[str | None] = None
     requires_api_key: ClassVar[bool] = True

@@ -17,10 +17,14 @@ class SamplingParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_logprobs: int | None = None  # ask for the k likeliest tokens at every generated position
 
     def as_key(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
-                "stop": list(self.stop), "seed": self.seed}
+        key = {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+               "stop": list(self.stop), "seed": self.seed}
+        if self.top_logprobs:  # only when asked: the keys of every cached answer stay as they were
+            key["top_logprobs"] = self.top_logprobs
+        return key
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,21 @@ class Completion:
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)  # this sample's share of the call's usage
     cached: bool = False
+    # with SamplingParams.top_logprobs: per generated position, the likeliest tokens (as text)
+    # and their log-probabilities under the model
+    top_logprobs: list[dict[str, float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "finish_reason": self.finish_reason,
-                "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
+        d: dict[str, Any] = {"text": self.text, "finish_reason": self.finish_reason,
+                             "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
+        if self.top_logprobs is not None:
+            d["top_logprobs"] = self.top_logprobs
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any], cached: bool = True) -> Completion:
         return cls(d["text"], d.get("finish_reason", "stop"),
-                   Usage(d.get("prompt_tokens", 0), d.get("completion_tokens", 0)), cached)
+                   Usage(d.get("prompt_tokens", 0), d.get("completion_tokens", 0)), cached, d.get("top_logprobs"))
 
 
 def split_usage(total: Usage, n: int) -> list[Usage]:

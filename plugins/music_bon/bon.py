@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,15 @@ from music_core.contracts import EvalReport, Evaluator
 from music_core.data import Conversation, Message
 from music_core.evaluation import load_scorer
 from music_core.jsonl import write_jsonl_atomic
-from music_core.judging import judge_both_orders
+from music_core.judging import JudgedPair, judge_both_orders
 from music_core.stats import summarize
 
 from .plots import heatmap
+
+# Sample indices for candidates drawn again because they repeated an earlier one of their pool:
+# far above any N, so that they never coincide with a pool's own samples.
+REPEAT_BASE = 10_000
+MAX_RESAMPLES = 4
 
 
 @dataclass
@@ -92,20 +98,37 @@ class BestOfN(Evaluator):
 
             return await asyncio.to_thread(work)
 
+        async def candidates(messages: list[Message], n: int) -> tuple[list[str], int, int]:
+            """N candidates; a repeat of an earlier one in the pool is sampled again from sample
+            indices no pool size uses (REPEAT_BASE + k), so the pools of different N still share
+            their first samples. Returns the candidates, repeats drawn and repeats left."""
+            greedy = n == 1 and cfg.greedy_baseline
+            comps = await policy.chat(messages, n=n, **({"temperature": 0.0} if greedy else {}))
+            cands = [c.text.strip() or "(empty)" for c in comps]
+            if n == 1 or not cfg.distinct_candidates:
+                return cands, 0, n - len(set(cands))
+            drawn, extra = 0, REPEAT_BASE
+            for i in range(1, n):
+                tries = 0
+                drawn += cands[i] in cands[:i]
+                while cands[i] in cands[:i] and tries < MAX_RESAMPLES:
+                    cands[i] = (await policy.chat(messages, n=1, sample_index=extra))[0].text.strip() or "(empty)"
+                    extra, tries = extra + 1, tries + 1
+            return cands, drawn, n - len(set(cands))
+
         async def converse(set_name: str, pid: str, prompt: list[Message], rm: str | None, n: int) -> Dialogue:
             d = Dialogue(set_name, pid, rm, n, list(prompt))
             async with sem:
                 for turn in range(cfg.turns):
-                    greedy = n == 1 and cfg.greedy_baseline
-                    comps = await policy.chat(d.messages, n=n, **({"temperature": 0.0} if greedy else {}))
-                    cands = [c.text.strip() or "(empty)" for c in comps]
+                    cands, drawn, left = await candidates(d.messages, n)
                     if n == 1:
                         best, scores = 0, []
                     else:
                         scores = await score(rm, [d.messages + [{"role": "assistant", "content": c}] for c in cands])
                         best = max(range(n), key=lambda i: scores[i])
                     d.messages.append({"role": "assistant", "content": cands[best]})
-                    d.picks.append({"turn": turn + 1, "picked": best, "scores": [round(s, 4) for s in scores]})
+                    d.picks.append({"turn": turn + 1, "picked": best, "scores": [round(s, 4) for s in scores],
+                                    "repeats_resampled": drawn, "repeats_left": left, "candidates": cands})
                     if turn + 1 == cfg.turns:
                         break
                     try:
@@ -159,22 +182,81 @@ class BestOfN(Evaluator):
         write_jsonl_atomic(out / "judgements.jsonl", ({"comparison": c[0], "prompt_set": c[1], "n": c[2], "prompt_id": c[3],
                                                        **v.to_dict()} for c, v in zip(comparisons, verdicts)))
         figure = heatmap(rows, out / "winrate_heatmap.png")
-        judged_calls = sum(1 for v in verdicts if v.judged)
         results = {"rows": rows, "prompts": len(prompts), "turns": cfg.turns, "n": ns,
-                   "judge": {"name": cfg.judge, "comparisons": len(comparisons), "judged": judged_calls,
-                             "identical_skipped": len(comparisons) - judged_calls,
-                             "unparsed_verdicts": getattr(judge, "unparsed", None)},
+                   "judge": judge_stats(cfg.judge, verdicts), "candidates": candidate_stats(dialogues),
                    "dialogues_path": str(out / "dialogues.jsonl"), "judgements_path": str(out / "judgements.jsonl"),
                    "usage": usage}
+        results["information"] = information(results)
         return EvalReport(self.name, results, to_markdown(results, figure), [figure] if figure else [])
 
 
+def judge_stats(name: str, verdicts: list[JudgedPair]) -> dict[str, Any]:
+    judged = [v for v in verdicts if v.judged]
+    calls = 2 * len(judged)
+    methods = Counter(x.method for v in judged for x in (v.first, v.second))
+    both = [v.consistent for v in judged if v.consistent is not None]
+    return {"name": name, "comparisons": len(verdicts), "judged": len(judged),
+            "identical_skipped": len(verdicts) - len(judged), "calls": calls,
+            "parsed": calls - methods.get("unparsed", 0), "unparsed_verdicts": methods.get("unparsed", 0),
+            "parse_rate": round((calls - methods.get("unparsed", 0)) / calls, 4) if calls else None,
+            "verdicts_by_method": dict(methods),
+            "position_consistent": sum(both), "position_checked": len(both), "position_consistency": round(sum(both) / len(both), 4) if both else None}
+
+
+def candidate_stats(dialogues: list[Dialogue]) -> dict[str, Any]:
+    pools = [p for d in dialogues if d.n > 1 for p in d.picks]
+    return {"pools": len(pools), "candidates": sum(len(p["scores"]) for p in pools),
+            "pools_with_repeats_drawn": sum(p["repeats_resampled"] > 0 for p in pools),
+            "repeats_resampled": sum(p["repeats_resampled"] for p in pools),
+            "pools_with_repeats_left": sum(p["repeats_left"] > 0 for p in pools),
+            "distinct_pool_share": round(sum(p["repeats_left"] == 0 for p in pools) / len(pools), 4) if pools else None}
+
+
+def information(r: dict[str, Any]) -> dict[str, Any]:
+    """Whether the table can tell anything apart, said plainly: reasons it carries no
+    information, and warnings that weaken it."""
+    rows, j, c = r["rows"], r["judge"], r["candidates"]
+    none, weak = [], []
+    if not j["judged"]:
+        none.append("no comparison reached the judge: every pair of compared dialogues was identical")
+    elif j["parse_rate"] is not None and j["parse_rate"] < 0.5:
+        none.append(f"only {j['parse_rate']:.0%} of judge verdicts could be read")
+    if rows and all(row["ties"] == row["prompts"] for row in rows):
+        none.append("every comparison is a tie")
+    elif rows and not any(row["ci95_low"] > 0.5 or row["ci95_high"] < 0.5 for row in rows):
+        none.append(f"no win rate differs from 0.5 at 95% confidence ({r['prompts']} prompts)")
+    if j["position_consistency"] is not None and j["position_consistency"] < 0.5:
+        weak.append(f"the judge preferred the same dialogue in both orders in {j['position_consistency']:.0%} of "
+                    "comparisons (a coin agrees 50%): its verdicts are mostly position bias")
+    if j["comparisons"] and j["identical_skipped"] > j["comparisons"] / 2:
+        weak.append(f"{j['identical_skipped']} of {j['comparisons']} compared dialogue pairs were identical")
+    if c["pools_with_repeats_left"]:
+        weak.append(f"{c['pools_with_repeats_left']} of {c['pools']} candidate pools still hold a repeated candidate")
+    return {"carries_information": not none, "no_information_because": none, "warnings": weak}
+
+
 def to_markdown(r: dict[str, Any], figure: str | None) -> str:
+    j, c, info = r["judge"], r["candidates"], r["information"]
+    rate = f"{j['parse_rate']:.1%}" if j["parse_rate"] is not None else "n/a"
+    consistency = f"{j['position_consistency']:.1%}" if j["position_consistency"] is not None else "n/a"
+    methods = ", ".join(f"{k} {v}" for k, v in sorted(j["verdicts_by_method"].items())) or "none"
+    distinct = f"{c['distinct_pool_share']:.1%}" if c["distinct_pool_share"] is not None else "n/a"
     lines = ["## Multi-turn Best-of-N", "",
-             f"{r['prompts']} prompts, {r['turns']} assistant turns, N in {r['n']}; judge `{r['judge']['name']}` in both "
-             f"orders ({r['judge']['judged']} comparisons judged, {r['judge']['identical_skipped']} identical pairs "
-             f"scored as ties without a call). Win rate counts a tie as half; 95% bootstrap intervals over prompts.", "",
-             "| comparison | prompt set | N | win rate | 95% CI | W / T / L |", "|---|---|---|---|---|---|"]
+             f"{r['prompts']} prompts, {r['turns']} assistant turns, N in {r['n']}; judge `{j['name']}` in both "
+             f"orders ({j['judged']} comparisons judged, {j['identical_skipped']} identical pairs "
+             f"scored as ties without a call). Win rate counts a tie as half; 95% bootstrap intervals over prompts.", ""]
+    if info["carries_information"]:
+        lines += ["**This result can tell the compared systems apart** (at least one interval excludes 0.5).", ""]
+    else:
+        lines += [f"**This result carries no information:** {'; '.join(info['no_information_because'])}.", ""]
+    lines += [f"- judge verdicts read: {j['parsed']} of {j['calls']} calls ({rate}; {methods})",
+              f"- judge position consistency (same dialogue preferred in both orders): {j['position_consistent']} of "
+              f"{j['position_checked']} ({consistency})",
+              f"- candidate pools with distinct candidates: {distinct} of {c['pools']} "
+              f"({c['repeats_resampled']} repeats drawn and sampled again, {c['pools_with_repeats_left']} pools with a repeat left)",
+              f"- identical dialogue pairs compared: {j['identical_skipped']} of {j['comparisons']}"]
+    lines += [f"- warning: {w}" for w in info["warnings"]]
+    lines += ["", "| comparison | prompt set | N | win rate | 95% CI | W / T / L |", "|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['comparison']} | {row['prompt_set']} | {row['n']} | {row['win_rate']:.3f} | "
                      f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}] | {row['wins']} / {row['ties']} / {row['losses']} |")

@@ -19,11 +19,19 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 @dataclass
 class JudgeOptions:
-    template: str | None = None
+    template: str | None = None        # the text verdict's template (a JSON line with reasons)
+    label_template: str | None = None  # the probability verdict's template (one letter)
+    verdict: str = "auto"              # auto | logprobs | text
+    top_logprobs: int = 20             # alternatives per position (OpenAI-compatible servers allow up to 20)
+    tie_margin: float = 0.05           # probability verdicts: |P(a better) - 0.5| within this is a tie
     max_attempts: int = 3
     max_chars_per_message: int = 700
     max_tokens: int = 120
     temperature: float | None = 0.0
+
+# The label's token may come after a few tokens of preamble (a space, a quote, "**"): read the
+# first of these positions whose likeliest tokens include a label.
+LABEL_POSITIONS = 4
 
 
 def render(messages: list[Message], max_chars: int) -> str:
@@ -55,20 +63,60 @@ def parse_verdict(text: str) -> Verdict | None:
     return None
 
 
+def label_probability(top_logprobs: list[dict[str, float]] | None) -> float | None:
+    """P(A) / (P(A) + P(B)) at the first answer position that offers a label among its likeliest
+    tokens (``" A"``, ``"A"``, ``"**A"`` count as A); a label absent from the list counts as 0.
+    None when no position offers one."""
+    import math
+
+    for alts in (top_logprobs or [])[:LABEL_POSITIONS]:
+        mass = {"A": 0.0, "B": 0.0}
+        for token, lp in alts.items():
+            label = token.strip().strip("*\"'([{:").strip()
+            if label in mass:
+                mass[label] += math.exp(lp)
+        if mass["A"] or mass["B"]:
+            return mass["A"] / (mass["A"] + mass["B"])
+    return None
+
+
 class PairwiseJudge(Judge):
+    """Reads the verdict from the judge's probabilities for the labels A and B where the
+    endpoint returns log-probabilities (``verdict: auto``; the local engine and OpenAI-compatible
+    servers), else parses a JSON verdict from text (Gemini, Anthropic)."""
+
     name = "pairwise"
     description = "LLM judge of two whole conversations (coherence, consistency, instructions, helpfulness)"
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
         self.opts = options(JudgeOptions, opts, "eval.bon.judge_options")
+        if self.opts.verdict not in ("auto", "logprobs", "text"):
+            from music_core.errors import ConfigError
+
+            raise ConfigError("config key 'eval.bon.judge_options.verdict': must be auto, logprobs or text")
         self.template = load_template(self.opts.template or TEMPLATES / "pairwise_judge.yaml")
-        self.unparsed = 0
+        self.label_template = load_template(self.opts.label_template or TEMPLATES / "pairwise_judge_label.yaml")
+        self.tie_margin = self.opts.tie_margin
+
+    def _prompt(self, t, first: list[Message], second: list[Message]) -> list[Message]:
+        cap = self.opts.max_chars_per_message
+        return [{"role": "system", "content": t.system},
+                {"role": "user", "content": t.render(t.instruction, a=render(first, cap), b=render(second, cap))}]
 
     async def compare(self, first: list[Message], second: list[Message], llm, prefix_len: int = 0) -> Verdict:
-        t, cap = self.template, self.opts.max_chars_per_message
-        msgs = [{"role": "system", "content": t.system},
-                {"role": "user", "content": t.render(t.instruction, a=render(first, cap), b=render(second, cap))}]
+        use_logprobs = self.opts.verdict == "logprobs" or (self.opts.verdict == "auto" and getattr(llm, "supports_logprobs", False))
+        if use_logprobs:
+            comp = (await llm.chat(self._prompt(self.label_template, first, second), temperature=0.0,
+                                   max_tokens=LABEL_POSITIONS, top_logprobs=self.opts.top_logprobs))[0]
+            p = label_probability(comp.top_logprobs)
+            if p is not None:
+                return Verdict("A" if p >= 0.5 else "B", f"P(A)={p:.3f}", comp.text, p_first=p, method="logprobs")
+            # no label among the likeliest tokens (or a server that ignores logprobs): a text verdict
+        return await self._text_verdict(first, second, llm)
+
+    async def _text_verdict(self, first: list[Message], second: list[Message], llm) -> Verdict:
+        msgs = self._prompt(self.template, first, second)
         overrides = {"max_tokens": self.opts.max_tokens}
         if self.opts.temperature is not None:
             overrides["temperature"] = self.opts.temperature
@@ -80,8 +128,7 @@ class PairwiseJudge(Judge):
             verdict = parse_verdict(raw)
             if verdict is not None:
                 return verdict
-        self.unparsed += 1
-        return Verdict("tie", "unparsed judge output", raw)
+        return Verdict("tie", "unparsed judge output", raw, method="unparsed")
 
 
 class JudgePrefersChosen(PairFilter):

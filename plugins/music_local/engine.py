@@ -201,8 +201,9 @@ class LocalEngine:
     @staticmethod
     def _group_key(job: _Job) -> tuple:
         # max_tokens and stop strings differ per row (see _RowLimits); sampling must not.
+        # Rows that want log-probabilities batch apart: their logits are kept for every step.
         p = job.call.params
-        return (p.temperature, p.top_p, job.bucket, id(job) if job.error is not None else 0)
+        return (p.temperature, p.top_p, p.top_logprobs, job.bucket, id(job) if job.error is not None else 0)
 
     @staticmethod
     def _resolve(job: _Job, comps: list[Completion] | None = None, exc: BaseException | None = None) -> None:
@@ -248,10 +249,15 @@ class LocalEngine:
                                   "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if p.temperature > 0:  # sampled by the rows' own generators, then an argmax
             kwargs["logits_processor"] = LogitsProcessorList([_SeededSampler(p.temperature, p.top_p, row_seeds)])
+        want_logprobs = p.top_logprobs or 0
+        if want_logprobs:  # the model's own distribution at each step, before the sampler's noise
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         self.generate_seconds += time.perf_counter() - t0
+        step_logits = out.logits if want_logprobs else None
+        out = out.sequences if want_logprobs else out
         new = out[:, enc["input_ids"].shape[1]:]
         self.batches += 1
         self.rows += real_rows
@@ -274,9 +280,22 @@ class LocalEngine:
                     text, finish = text[:cut], "stop"
             self.generated_tokens += n_gen
             first_of_job = not results[j]
+            top = self._top_logprobs(step_logits, row, max(1, n_gen), want_logprobs) if want_logprobs else None
             results[j].append(Completion(text.strip(), finish,
-                                         Usage(int(prompt_lens[row]) if first_of_job else 0, n_gen)))
+                                         Usage(int(prompt_lens[row]) if first_of_job else 0, n_gen), top_logprobs=top))
         return results
+
+    def _top_logprobs(self, step_logits: Any, row: int, steps: int, k: int) -> list[dict[str, float]]:
+        """The k likeliest tokens (decoded text) and their log-probabilities at each generated step."""
+        out = []
+        for logits in step_logits[:steps]:
+            logp = logits[row].float().log_softmax(-1)
+            values, ids = logp.topk(min(k, logp.shape[-1]))
+            alts: dict[str, float] = {}
+            for tid, lp in zip(ids.tolist(), values.tolist()):
+                alts.setdefault(self.tokenizer.decode([tid]), lp)
+            out.append(alts)
+        return out
 
 
 def _row_seed(call: ProviderCall, k: int) -> int:

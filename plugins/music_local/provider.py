@@ -20,6 +20,7 @@ class LocalProvider(ChatProvider):
     name = "local"
     supports_n = True
     supports_seed = True  # every sample is seeded by (request, index, seed), whatever its batch
+    supports_logprobs = True  # top_logprobs from the model's logits at each generated step
     transport_options = frozenset({"max_batch_size", "linger_ms"})
     requires_api_key = False
     enforce_timeout = False  # requests wait in the batch queue; a wall-clock timeout would misfire

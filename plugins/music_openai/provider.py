@@ -17,6 +17,7 @@ class OpenAIProvider(ChatProvider):
     name = "openai"
     supports_n = True
     supports_seed = True  # sample i goes out with seed + i: distinct and reproducible samples
+    supports_logprobs = True  # logprobs + top_logprobs (api.openai.com, vLLM, llama.cpp, SGLang)
     transport_options = frozenset({"http"})
     default_api_key_env = "OPENAI_API_KEY"
 
@@ -91,6 +92,9 @@ class OpenAIProvider(ChatProvider):
             kw["stop"] = list(p.stop)
         if p.seed is not None:
             kw["seed"] = p.seed
+        if p.top_logprobs:
+            kw["logprobs"] = True
+            kw["top_logprobs"] = p.top_logprobs
         extra = self.endpoint.options.get("extra_body")
         if extra:
             kw["extra_body"] = dict(extra)
@@ -153,7 +157,8 @@ class OpenAIProvider(ChatProvider):
                 if message.get("refusal"):
                     raise E.SafetyBlockedError(f"openai: refusal: {message['refusal']}")
                 raise E.EmptyResponseError("openai: empty completion")
-            out.append(Completion(text, choice.get("finish_reason") or "stop", share))
+            out.append(Completion(text, choice.get("finish_reason") or "stop", share,
+                                  top_logprobs=_top_logprobs(choice)))
         return out
 
     def count_tokens(self, text: str) -> int:
@@ -166,3 +171,21 @@ class OpenAIProvider(ChatProvider):
         if self._raw is not None:
             await self._raw.aclose()
             self._raw = None
+
+
+def _top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
+    """``choices[i].logprobs.content[j].top_logprobs`` as one ``{token: logprob}`` per position
+    (the chat-completions shape that api.openai.com, vLLM and llama.cpp's server return)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        return None
+    out = []
+    for pos in content:
+        alts = {}
+        for alt in (pos or {}).get("top_logprobs") or []:
+            if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt.get("logprob") is not None:
+                alts.setdefault(alt["token"], float(alt["logprob"]))
+        if pos and isinstance(pos.get("token"), str) and pos.get("logprob") is not None:
+            alts.setdefault(pos["token"], float(pos["logprob"]))
+        out.append(alts)
+    return out

@@ -18,10 +18,17 @@ def reply_text(messages: list[dict], index: int) -> str:
 
 
 Reply = Callable[[list[dict], int], str]
+# (messages, sample index, the answer text) -> per position, {token: logprob} of the likeliest tokens
+Logprobs = Callable[[list[dict], int, str], "list[dict[str, float]] | None"]
+
+
+def word_logprobs(messages: list[dict], index: int, text: str) -> list[dict[str, float]]:
+    """Each word a token, sure of itself, with one unlikely alternative."""
+    return [{word: -0.05, "<alt>": -3.0} for word in text.split(" ")]
 
 
 def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
-           seeded: bool = False) -> Response:
+           seeded: bool = False, logprobs: Logprobs = word_logprobs) -> Response:
     if req.path.rstrip("/").endswith("/models"):
         return Response(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
     if not req.path.endswith("/chat/completions"):
@@ -54,8 +61,17 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
         elif "[[empty]]" in last:
             choices.append({"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}})
         else:
-            choices.append({"index": i, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": reply(messages, k * n + i)}})
+            text = reply(messages, k * n + i)
+            choice = {"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+            positions = logprobs(messages, k * n + i, text) if body.get("logprobs") else None
+            if positions is not None:  # None: a server that ignores the logprobs request
+                top = int(body.get("top_logprobs") or 0)
+                choice["logprobs"] = {"content": [
+                    {"token": max(pos, key=pos.get), "logprob": max(pos.values()),
+                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in
+                                      sorted(pos.items(), key=lambda x: -x[1])[:top]]}
+                    for pos in positions]}
+            choices.append(choice)
     prompt_tokens = sum(len(m["content"]) // 4 + 1 for m in messages)
     return Response(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                           "model": body.get("model"), "choices": choices,
@@ -63,10 +79,13 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
                                     "total_tokens": prompt_tokens + 5 * n}})
 
 
-def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None, reply: Reply = reply_text, seeded: bool = False) -> LoopbackServer:
+def openai_server(latency_s: float = 0.0, faults: FaultPlan | None = None, reply: Reply = reply_text, seeded: bool = False,
+                  logprobs: Logprobs = word_logprobs) -> LoopbackServer:
     """``with openai_server() as srv:`` then ``base_url=srv.url + "/v1"``. ``reply(messages, i)``
-    writes sample i's text (default: an echo of the last message)."""
-    return LoopbackServer(functools.partial(handle, reply=reply, seen={}, seeded=seeded), latency_s=latency_s, faults=faults)
+    writes sample i's text (default: an echo of the last message); ``logprobs(messages, i, text)``
+    the per-position token log-probabilities returned when a request asks for them."""
+    return LoopbackServer(functools.partial(handle, reply=reply, seen={}, seeded=seeded, logprobs=logprobs),
+                          latency_s=latency_s, faults=faults)
 
 
 def main() -> None:
