@@ -159,23 +159,33 @@ class RewardHead(Component):
     against the trainer's own scores (1e-4); one that does not match is refused, never saved.
     """
 
-    code: ClassVar[Any] = None  # a module: build(hidden_size, settings), reward(module, hidden, spans, settings)
+    # The module with build(hidden_size, settings) and reward(module, hidden, spans, settings), or
+    # its dotted name (imported on first use, so that loading the plugin does not import torch).
+    code: ClassVar[Any] = None
 
     def settings(self) -> dict[str, Any]:
         """What ``code`` needs besides the weights (saved in the exported config)."""
         return {}
 
+    def code_module(self) -> Any:
+        """``code`` as a module (None when the head has none)."""
+        if isinstance(self.code, str):
+            import importlib
+
+            return importlib.import_module(self.code)
+        return self.code
+
     def build(self, hidden_size: int) -> Any:
         """Return the trainable ``torch.nn.Module`` of the head."""
         if self.code is None:
             raise NotImplementedError(f"reward head {self.name!r}: set `code` or override build()")
-        return self.code.build(hidden_size, self.settings())
+        return self.code_module().build(hidden_size, self.settings())
 
     def reward(self, module: Any, hidden: Any, spans: SequenceSpans) -> Any:
         """Rewards ``[len(spans)]`` (float32) from ``hidden`` ``[tokens, hidden_size]``."""
         if self.code is None:
             raise NotImplementedError(f"reward head {self.name!r}: set `code` or override reward()")
-        return self.code.reward(module, hidden, spans, self.settings())
+        return self.code_module().reward(module, hidden, spans, self.settings())
 
     def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
         """State-dict entries of ``model`` (the backbone's ``*ForSequenceClassification``,

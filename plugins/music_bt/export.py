@@ -68,7 +68,8 @@ def _check_portable(head: Any) -> None:
     import ast
     import sys
 
-    source = Path(head.code.__file__).read_text()
+    path = Path(head.code_module().__file__)
+    source = path.read_text()
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -77,7 +78,7 @@ def _check_portable(head: Any) -> None:
             names.add("." if node.level else (node.module or "").split(".")[0])
     foreign = sorted(n for n in names if n not in sys.stdlib_module_names and n not in ("torch", "__future__"))
     if foreign:
-        raise ConfigError(f"config key 'train.head': reward head {head.name!r}: its code module {head.code.__file__} "
+        raise ConfigError(f"config key 'train.head': reward head {head.name!r}: its code module {path} "
                           f"imports {foreign}; the module ships with the exported model, so it may import only torch "
                           "and the standard library")
 
@@ -191,7 +192,7 @@ def _save_remote(net: Any, spec: ExportSpec, stage: Path, stats: dict[str, float
             "eom_token_id": spec.eom_id, "dtype": "float32"}
     (stage / "config.json").write_text(json.dumps(body, indent=2, default=str) + "\n")
     shutil.copy(REMOTE_CODE, stage / "modeling_music_rm.py")
-    shutil.copy(Path(spec.head.code.__file__), stage / "music_head.py")
+    shutil.copy(Path(spec.head.code_module().__file__), stage / "music_head.py")
     state = {f"backbone.{k}": v for k, v in _float_state(net.backbone).items()}
     state.update({f"score.{k}": v for k, v in _float_state(net.score).items()})
     save_file({k: v.contiguous() for k, v in state.items()}, str(stage / "model.safetensors"), metadata={"format": "pt"})

@@ -11,8 +11,6 @@ from typing import Any
 from music_core.config import options
 from music_core.contracts import RewardHead
 
-from .head_code import cls_pooler, last_token, mean_pool, per_turn
-
 
 def _linear_of(model: Any, name: str, out_features: int = 1) -> Any:
     import torch
@@ -27,7 +25,7 @@ class LastTokenHead(RewardHead):
 
     name = "last-token"
     description = "linear score of the conversation's last token (the paper's; standard export on decoders)"
-    code = last_token
+    code = "music_bt.head_code.last_token"
 
     def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
         from .model import is_decoder
@@ -44,7 +42,7 @@ class ClsHead(RewardHead):
 
     name = "cls"
     description = "the encoder's own classifier on the first token (standard export on BERT/RoBERTa-style encoders)"
-    code = cls_pooler
+    code = "music_bt.head_code.cls_pooler"
 
     def standard_weights(self, module: Any, model: Any) -> dict[str, Any] | None:
         from .model import is_decoder
@@ -73,7 +71,7 @@ class MeanPoolHead(RewardHead):
 
     name = "mean-pool"
     description = "linear score of the mean hidden state (encoders; exports with remote code)"
-    code = mean_pool
+    code = "music_bt.head_code.mean_pool"
 
 
 @dataclass
@@ -87,7 +85,7 @@ class PerTurnHead(RewardHead):
 
     name = "per-turn"
     description = "scores every assistant turn's end, combined by mean, min or last (exports with remote code)"
-    code = per_turn
+    code = "music_bt.head_code.per_turn"
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
