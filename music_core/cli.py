@@ -45,10 +45,10 @@ class MusicGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return super().get_command(ctx, name) or self._plugin_commands().get(name)
 
-    def invoke(self, ctx: click.Context) -> Any:
-        if ctx.protected_args and ctx.protected_args[0] != "plugins":
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] != "plugins":  # `music plugins list` shows broken plugins itself
             warn_broken_plugins()
-        return super().invoke(ctx)
+        return super().resolve_command(ctx, args)
 
 
 def warn_broken_plugins() -> None:
@@ -76,8 +76,8 @@ def plugins() -> None:
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins_list(as_json: bool) -> None:
-    """Every registered component (name, kind, plugin module, version, status) and every plugin
-    that failed to load."""
+    """Every registered component (name, kind, plugin module, distribution, version, status) and
+    every plugin that failed to load."""
     from .plugins import get_plugins
 
     ps = get_plugins()
@@ -93,13 +93,14 @@ def plugins_list(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="registered components")
-    for col in ("name", "kind", "plugin module", "version", "status"):
+    for col in ("name", "kind", "plugin module", "distribution", "version", "status"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["kind"], r["module"], r["version"] or "-", r["status"])
+    for r in rows:  # bundled plugins ship in the music-rm distribution
+        table.add_row(r["name"], r["kind"], r["module"], r["distribution"] or "music-rm", r["version"] or "-", r["status"])
     for p in plugins_rows:
         if p["status"] != "ok":
-            table.add_row(p["name"], "plugin", p["module"], p["version"] or "-", f"[red]{p['status']}[/red]")
+            table.add_row(p["name"], "plugin", p["module"], p["distribution"] or "music-rm", p["version"] or "-",
+                          f"[red]{p['status']}[/red]")
     console = Console()
     console.print(table)
     for p in plugins_rows:
@@ -113,12 +114,20 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--help-keys", is_flag=True, help="list every key with its type, default and meaning instead")
 @config_options
-def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
+def config_show(config_path: str | None, overrides: tuple[str, ...], help_keys: bool) -> None:
     """Print the resolved config (file, then overrides, over the defaults)."""
     from .config import to_yaml
 
-    click.echo(to_yaml(load_cli_config(config_path, overrides)), nl=False)
+    cfg = load_cli_config(config_path, overrides)
+    if help_keys:
+        from .config.schema import describe_keys
+
+        for key, type_name, value, meaning in describe_keys(cfg):
+            click.echo(f"{key} ({type_name}) = {value!r}\n    {meaning}")
+        return
+    click.echo(to_yaml(cfg), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -102,6 +102,15 @@ class SeedSource(Component):
 
     provides: ClassVar[tuple[str, ...]] = ("conversations",)
 
+    def require(self, what: str, key: str) -> SeedSource:
+        """Stop at once, naming the config key, when this source cannot give ``what``."""
+        if what not in self.provides:
+            from .errors import ConfigError
+
+            raise ConfigError(f"config key '{key}': seed source {self.name!r} provides {list(self.provides)}, "
+                              f"not {what}")
+        return self
+
     def load_conversations(self, cfg: DataSourceConfig) -> list[Conversation]:
         raise NotImplementedError(f"seed source {self.name!r} provides no conversations")
 

@@ -10,6 +10,7 @@ from typing import Any
 from .contracts import EvalReport, RewardScorer
 from .errors import ConfigError, MusicError
 from .jsonl import write_text_atomic
+from .training_stage import RM_MARKER
 
 
 def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
@@ -20,15 +21,19 @@ def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
     hub_id = not path.exists() and model_dir.count("/") == 1 and not model_dir.startswith((".", "/", "~"))
     if not path.exists() and not hub_id:
         raise MusicError(f"reward model folder not found: {path}")
-    spec_path = path / "music_rm.json"
-    trainer = json.loads(spec_path.read_text()).get("trainer", "bradley-terry") if spec_path.exists() else "bradley-terry"
+    trainer = "bradley-terry"
+    for marker in (path / RM_MARKER, path / "music_rm.json"):  # the stage's marker; older folders: the trainer's
+        if marker.exists():
+            trainer = json.loads(marker.read_text()).get("trainer", trainer)
+            break
     return ctx.component("trainer", trainer).load_scorer(str(path))
 
 
 def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, str]:
     rms = dict(given or ctx.config.eval.reward_models)
     if not rms:
-        defaults = {n: str(ctx.rm_dir(n)) for n in ("baseline", "music") if (ctx.rm_dir(n) / "config.json").exists()}
+        defaults = {n: str(ctx.rm_dir(n)) for n in ("baseline", "music")
+                    if (ctx.rm_dir(n) / RM_MARKER).exists() or (ctx.rm_dir(n) / "config.json").exists()}
         rms = defaults
     if not rms:
         raise ConfigError("config key 'eval.reward_models': no reward models to evaluate "

@@ -105,9 +105,13 @@ def run_mix(ctx: Any) -> dict[str, Any]:
     cfg = ctx.config.mix
     files = synthetic_files(ctx)
     synthetic = [p for f in files for p in read_records(f, PreferencePair.from_dict)]  # bad line: file:line, nothing written
-    original = ctx.component("seed_source", cfg.original.source).load_pairs(cfg.original)
-    synthetic, dup_syn = dedupe(synthetic)
-    original, dup_orig = dedupe(original)
+    source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
+    original = source.load_pairs(cfg.original)
+    if cfg.original.limit is not None and cfg.original.limit < len(original):  # a seeded shuffle, then the cut
+        original = random.Random(cfg.seed).sample(original, cfg.original.limit)
+    drop = dedupe if cfg.dedupe else (lambda pairs: (pairs, 0))
+    synthetic, dup_syn = drop(synthetic)
+    original, dup_orig = drop(original)
     rng = random.Random(cfg.seed)
     n_syn, n_orig = counts(len(synthetic), len(original), cfg)
     synthetic = rng.sample(synthetic, n_syn) if n_syn < len(synthetic) else synthetic
@@ -119,7 +123,7 @@ def run_mix(ctx: Any) -> dict[str, Any]:
         syn_train = rng.sample(syn_train, k_syn) if k_syn < len(syn_train) else syn_train
         orig_train = rng.sample(orig_train, k_orig) if k_orig < len(orig_train) else orig_train
     train, held = syn_train + orig_train, syn_eval + orig_eval
-    train, dup_cross = dedupe(train)
+    train, dup_cross = drop(train)
     rng.shuffle(train)
     rng.shuffle(orig_train)
     held.sort(key=lambda p: (p.source, p.id))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from .contracts import Trainer, TrainResult
+from .jsonl import write_text_atomic
+
+RM_MARKER = "music_trainer.json"  # {"trainer": NAME} in every folder `music train` wrote
 
 
 def train_reward_model(ctx: Any, name: str | None = None, train_data: str | None = None) -> TrainResult:
@@ -25,4 +29,10 @@ def train_reward_model(ctx: Any, name: str | None = None, train_data: str | None
 
         raise MusicError(f"train: {resolved.train_data} not found (run `music mix` first, or set train.train_data)")
     trainer: Trainer = ctx.component("trainer", cfg.trainer)
-    return trainer.train(resolved)
+    result = trainer.train(resolved)
+    # The stage, not the trainer, records who made the folder: evaluation loads its scorer
+    # through that trainer, whatever the trainer itself writes.
+    out = Path(result.model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / RM_MARKER, json.dumps({"trainer": cfg.trainer}) + "\n")
+    return result

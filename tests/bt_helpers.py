@@ -5,6 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# `music train` with every micro-batch's loss delayed by $TEST_STEP_DELAY_S seconds, so that a test's
+# SIGKILL has room to land between checkpoints (the delay lives here, not in the training loop).
+SLOW_TRAIN_MAIN = (
+    "import os, sys, time\n"
+    "import music_bt.loop as loop\n"
+    "delay, loss = float(os.environ.get('TEST_STEP_DELAY_S') or 0), loop.pair_loss\n"
+    "loop.pair_loss = lambda *a, **k: (time.sleep(delay), loss(*a, **k))[1]\n"
+    "from music_core.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
 
 def tiny_decoder(path: Path, layers: int = 2) -> Path:
     import torch

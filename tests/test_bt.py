@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bt_helpers import tiny_decoder, tiny_encoder, tiny_gemma2, write_pairs
+from bt_helpers import SLOW_TRAIN_MAIN, tiny_decoder, tiny_encoder, tiny_gemma2, write_pairs
 
 from music_core.config import load_config
 from music_core.context import RunContext
@@ -226,7 +226,7 @@ def test_default_minilm_trains_above_chance_on_learnable_pairs(plugins, tmp_path
 
 
 def _train_cmd(out, data, held, dec, steps=8, extra=()):
-    return [sys.executable, "-m", "music_core", "train", f"run.output_dir={out}", "run.progress=false",
+    return [sys.executable, "-c", SLOW_TRAIN_MAIN, "train", f"run.output_dir={out}", "run.progress=false",
             f"train.train_data={data}", f"train.eval_data={held}", f"train.backbone={dec}", "train.head=last-token",
             "train.precision=fp32", f"train.max_steps={steps}", "train.batch_size=4", "train.save_every=2",
             "train.log_every=1", *extra]
@@ -245,7 +245,7 @@ def _kill_after_checkpoint(run, cmd, env, step=4):
 def test_killed_and_resumed_training_ends_with_the_same_metrics(models, tmp_path):
     data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
     dec = tiny_decoder(tmp_path / "slowdec", layers=6)
-    env = {**os.environ, "MUSIC_TRAIN_STEP_DELAY_S": "0.4"}  # room to kill between checkpoints
+    env = {**os.environ, "TEST_STEP_DELAY_S": "0.4"}  # room to kill between checkpoints
     subprocess.run(_train_cmd(tmp_path / "ref", data, held, dec), check=True, capture_output=True, env=env)
     ref = json.loads((tmp_path / "ref" / "rm" / "metrics.json").read_text())
     run = tmp_path / "run"
@@ -326,7 +326,7 @@ def test_a_changed_config_or_data_never_resumes_silently(models, tmp_path):
     starts fresh and says what changed; the logging window survives a resume."""
     data, held = write_pairs(tmp_path / "d.jsonl"), write_pairs(tmp_path / "h.jsonl", n=8, seed=1)
     dec = tiny_decoder(tmp_path / "slowdec", layers=6)
-    env = {**os.environ, "MUSIC_TRAIN_STEP_DELAY_S": "0.4"}
+    env = {**os.environ, "TEST_STEP_DELAY_S": "0.4"}
     run = tmp_path / "run"
     base = ["train.log_every=3"]
     _kill_after_checkpoint(run, _train_cmd(run, data, held, dec, extra=base), env)

@@ -6,7 +6,6 @@ that cannot be reproduced is refused and writes nothing."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import pytest
 from bt_helpers import tiny_decoder, tiny_encoder, write_pairs
+from plugin_helpers import docs_blocks, env_with, install
 
 from music_core.config import load_config
 from music_core.context import RunContext
-
-DOCS = Path(__file__).parents[1] / "docs" / "hooks.md"
 
 
 def tiny_roberta(path: Path) -> Path:
@@ -131,28 +129,14 @@ def test_default_head_on_minilm_is_the_standard_bert_classifier(plugins, tmp_pat
 
 def docs_head_plugin() -> tuple[str, str]:
     """The two files docs/hooks.md gives for a reward-head plugin, verbatim."""
-    text = DOCS.read_text()
-    section = text[text.index("## register_reward_heads"):]
-    section = section[:section.index("\n## ", 5)]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    blocks = docs_blocks("register_reward_heads")
     assert len(blocks) == 2, "docs/hooks.md: register_reward_heads gives the code module and the plugin"
     return blocks[0], blocks[1]
 
 
-def install(site: Path, package: str, files: dict[str, str]) -> None:
-    pkg = site / package
-    pkg.mkdir(parents=True)
-    for name, body in files.items():
-        (pkg / name).write_text(body)
-    info = site / f"{package}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[music]\n{package} = {package}\n")
-
-
 def run_train(tmp_path: Path, site: Path, dec: Path, head: str, out: str):
     data, held = write_pairs(tmp_path / "pairs.jsonl"), write_pairs(tmp_path / "held.jsonl", n=8, seed=1)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env = env_with(site)
     cmd = [sys.executable, "-m", "music_core", "train", f"run.output_dir={tmp_path / out}", "run.progress=false",
            f"train.train_data={data}", f"train.eval_data={held}", f"train.backbone={dec}", f"train.head={head}",
            "train.precision=fp32", "train.max_steps=3", "train.batch_size=8", "train.lr=3e-3"]

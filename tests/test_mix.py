@@ -72,6 +72,21 @@ def test_ratio_and_counts(tmp_path, plugins, builtin_pairs):
     assert s["train"] == {"total": 30, "synthetic": 10, "original": 20}
 
 
+def test_dedupe_switch_and_original_limit_are_honoured(tmp_path, plugins, builtin_pairs):
+    syn = tmp_path / "synth" / "pairs.jsonl"
+    syn.parent.mkdir()
+    records = fake_synthetic(builtin_pairs, 10)
+    write(syn, records + records[:2])
+    kept = run_mix(ctx_for(tmp_path, plugins, "mix.dedupe=false", "mix.eval_fraction=0", "mix.original.limit=7"))
+    assert kept["duplicates_dropped"] == {"synthetic": 0, "original": 0, "across": 0}
+    assert kept["train"] == {"total": 12 + 7, "synthetic": 12, "original": 7}
+    again = run_mix(ctx_for(tmp_path, plugins, "mix.eval_fraction=0", "mix.original.limit=7"))
+    assert again["duplicates_dropped"]["synthetic"] == 2 and again["train"]["original"] == 7
+    first = [p.id for p in read_records(tmp_path / "mix" / "original_train.jsonl", PreferencePair.from_dict)]
+    run_mix(ctx_for(tmp_path, plugins, "mix.eval_fraction=0", "mix.original.limit=7"))
+    assert [p.id for p in read_records(tmp_path / "mix" / "original_train.jsonl", PreferencePair.from_dict)] == first
+
+
 def test_bad_synthetic_record_names_file_and_line_and_writes_nothing(tmp_path, plugins, builtin_pairs):
     syn = tmp_path / "synth" / "pairs.jsonl"
     syn.parent.mkdir()
@@ -105,3 +120,11 @@ def test_mix_and_train_on_original_data_alone(tmp_path):
                             "train.batch_size=4"], capture_output=True, text=True)
     assert train.returncode == 0, train.stderr
     assert json.loads((tmp_path / "rm" / "metrics.json").read_text())["steps"] == 2
+
+
+def test_an_original_source_without_pairs_is_refused_naming_the_key(tmp_path, plugins):
+    from music_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mix.original.source.*builtin-prompts"):
+        run_mix(ctx_for(tmp_path, plugins, "mix.original.source=builtin-prompts"))
+    assert not (tmp_path / "mix").exists()

@@ -129,7 +129,7 @@ class LoraConfig:
     dropout: float = _f(0.0, "LoRA dropout")
     target_modules: list[str] = _f(["all-linear"], "modules to adapt")
     quantize_4bit: bool = _f(False, "QLoRA: the backbone's linear layers in NF4 4 bit under the LoRA adapters (needs bitsandbytes: "
-                                    "pip install 'music[qlora]'; CPU or GPU)")
+                                    "pip install 'music-rm[qlora]'; CPU or GPU)")
 
 
 @dataclass
@@ -243,3 +243,24 @@ class MusicConfig:
     mix: MixConfig = field(default_factory=MixConfig, metadata={"help": "mixing with the original data"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "reward-model training"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+
+
+def describe_keys(cfg: Any, obj: Any = None, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, current value, help) for every field, nested sections flattened;
+    dict-valued sections of endpoints and prompt sets are listed per entry."""
+    import dataclasses
+
+    obj = cfg if obj is None else obj
+    rows: list[tuple[str, str, Any, str]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            rows += describe_keys(cfg, value, key + ".")
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            for name, entry in value.items():
+                rows += describe_keys(cfg, entry, f"{key}.{name}.")
+        else:
+            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            rows.append((key, type_name, value, f.metadata.get("help", "")))
+    return rows

@@ -82,7 +82,7 @@ def fingerprint(ctx: Any) -> dict[str, Any]:
 def load_seeds(ctx: Any) -> list[Seed]:
     """The seeds to roll out; no seeds at all is an error (an empty run would look like success)."""
     cfg = ctx.config
-    source = ctx.component("seed_source", cfg.seeds.source)
+    source = ctx.component("seed_source", cfg.seeds.source).require("conversations", "seeds.source")
     conversations = source.load_conversations(cfg.seeds)
     where = cfg.seeds.path or f"the {cfg.seeds.source!r} seed source"
     if not conversations:

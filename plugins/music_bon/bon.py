@@ -71,7 +71,8 @@ class BestOfN(Evaluator):
 
         sets = self.ctx.config.eval.bon.prompt_sets or {"builtin": PromptSetConfig()}
         for set_name, ps in sets.items():
-            convs = self.ctx.component("seed_source", ps.source).load_conversations(ps)
+            source = self.ctx.component("seed_source", ps.source)
+            convs = source.require("conversations", f"eval.bon.prompt_sets.{set_name}.source").load_conversations(ps)
             convs = sorted(convs, key=lambda c: c.id)
             random.Random(self.ctx.config.eval.bon.seed).shuffle(convs)
             kept = [(set_name, c.id, m) for c in convs if (m := prompt_messages(c))]

@@ -18,8 +18,6 @@ from . import checkpoint
 from .batching import PairExample, group_by_tokens, packed, padded
 from .data import step_indices, total_steps
 
-_STEP_DELAY = float(os.environ.get("MUSIC_TRAIN_STEP_DELAY_S", "0") or 0)
-
 
 def pair_loss(rewards: Any, margins: Any, center_coef: float | None) -> tuple[Any, Any, Any]:
     """Per-pair losses (fp32) and the chosen/rejected rewards; rewards come as [c0, r0, c1, ...]."""
@@ -144,8 +142,6 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if _STEP_DELAY:
-            time.sleep(_STEP_DELAY)  # tests only: gives a SIGKILL room to land between checkpoints
         dt = time.perf_counter() - t0
         t_total += dt
         tokens_total += sums["real"]
@@ -225,7 +221,6 @@ def _mean(recs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _append(path: Path, rec: dict[str, Any]) -> None:
-    import os
 
     with path.open("a") as fh:
         fh.write(json.dumps(rec) + "\n")

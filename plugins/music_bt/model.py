@@ -45,7 +45,7 @@ def four_bit_loading() -> dict[str, Any]:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise MusicError("train.lora.quantize_4bit needs bitsandbytes (pip install 'music[qlora]')") from None
+        raise MusicError("train.lora.quantize_4bit needs bitsandbytes (pip install 'music-rm[qlora]')") from None
     cuda = torch.cuda.is_available()
     compute = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

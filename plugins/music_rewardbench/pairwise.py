@@ -10,8 +10,9 @@ from typing import Any
 from music_core.contracts import EvalReport, Evaluator
 from music_core.data import PreferencePair
 from music_core.errors import MusicError
-from music_core.evaluation import load_scorer
 from music_core.formats import load_pairs
+
+from .rewardbench import batched_scorer
 
 
 def first_divergent_turn(pair: PreferencePair) -> int:
@@ -38,7 +39,7 @@ class PairwiseAccuracy(Evaluator):
         pairs = load_pairs(path)  # our pairs, or any Skywork/TRL/ShareGPT file; a bad line names file:line
         results: dict[str, Any] = {"data": path, "pairs": len(pairs), "models": {}}
         for name, rm in reward_models.items():
-            scorer = load_scorer(self.ctx, rm)
+            scorer = batched_scorer(self.ctx, rm, cfg.batch_size)
             rc = scorer.score([p.chosen for p in pairs])
             rr = scorer.score([p.rejected for p in pairs])
             groups: dict[str, dict[str, list[int]]] = {"source": defaultdict(list), "strategy": defaultdict(list),
