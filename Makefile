@@ -27,6 +27,7 @@ run: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/music run $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)

@@ -12,14 +12,29 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from .data import Conversation, Message, PreferencePair
 
 if TYPE_CHECKING:
     from .config.schema import DataSourceConfig, TrainConfig
     from .context import RunContext
-    from .llm.executor import Endpoint
+    from .llm.types import Completion
+
+
+class ChatClient(Protocol):
+    """What components receive for a role (``ctx.role(name)``): chat completions, booked to
+    that role, through the shared cache, retries and rate limits."""
+
+    @property
+    def supports_logprobs(self) -> bool: ...
+
+    async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0,
+                   **overrides: Any) -> list[Completion]: ...
+
+    async def text(self, messages: list[Message], *, sample_index: int = 0, **overrides: Any) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
 
 
 class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
@@ -30,7 +45,19 @@ class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
 
     def __init__(self, options: dict[str, Any] | None = None, ctx: RunContext | None = None):
         self.options = dict(options or {})
-        self.ctx = ctx
+        self._ctx = ctx
+
+    @property
+    def ctx(self) -> RunContext:
+        """The run this component serves (config, registry, role clients)."""
+        if self._ctx is None:
+            raise RuntimeError(f"{type(self).__name__} ({self.name!r}) was built without a run context; "
+                               "create it through RunContext.component(...)")
+        return self._ctx
+
+    @property
+    def has_context(self) -> bool:
+        return self._ctx is not None
 
 
 # ---- synthesis ------------------------------------------------------------------------------
@@ -50,7 +77,7 @@ class UserSimulator(Component):
     """Writes the user's next turn from a conversation that ends with an assistant turn."""
 
     @abstractmethod
-    async def next_turn(self, history: list[Message], llm: Endpoint) -> SimulatedTurn: ...
+    async def next_turn(self, history: list[Message], llm: ChatClient) -> SimulatedTurn: ...
 
 
 class AssistantSimulator(Component):
@@ -58,7 +85,7 @@ class AssistantSimulator(Component):
     strategy (the paper's "answer the modified instruction well, not the original")."""
 
     @abstractmethod
-    async def respond(self, history: list[Message], llm: Endpoint, guidance: str | None = None) -> SimulatedTurn: ...
+    async def respond(self, history: list[Message], llm: ChatClient, guidance: str | None = None) -> SimulatedTurn: ...
 
 
 @dataclass
@@ -70,8 +97,8 @@ class ContrastRequest:
     instruction: str
     turn: int
     assistant: AssistantSimulator
-    assistant_llm: Endpoint
-    rewrite_llm: Endpoint
+    assistant_llm: ChatClient
+    rewrite_llm: ChatClient
     rng: random.Random
 
 
@@ -251,7 +278,7 @@ class Judge(Component):
     tie_margin: float = 0.05
 
     @abstractmethod
-    async def compare(self, first: list[Message], second: list[Message], llm: Endpoint,
+    async def compare(self, first: list[Message], second: list[Message], llm: ChatClient,
                       prefix_len: int = 0) -> Verdict: ...
 
 

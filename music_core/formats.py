@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .data import Conversation, Message, PreferencePair, content_hash, conversation_errors
 from .errors import MusicError, RecordError
@@ -38,7 +38,7 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
         if of_split:
             files = of_split
         elif any(split_of(f) for f in files):
-            found = sorted({split_of(f) for f in files if split_of(f)})
+            found = sorted({s for f in files if (s := split_of(f))})
             raise RecordError(str(path), None, f"no files of split {split!r} (the folder has splits {found})")
         for f in files:
             yield from iter_raw_records(str(f), split)
@@ -104,7 +104,7 @@ def _clean_messages(raw: Any) -> list[Message]:
     for m in raw:
         if not isinstance(m, dict):
             raise ValueError("a message is not an object")
-        out.append({"role": m.get("role"), "content": m.get("content")})  # drop extra keys (names, tool ids)
+        out.append(cast(Message, {"role": m.get("role"), "content": m.get("content")}))  # drop extra keys; checked later
     return out
 
 

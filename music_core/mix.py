@@ -93,7 +93,8 @@ def ratio_counts(n_syn: int, n_orig: int, ratio: float) -> tuple[int, int]:
 
 
 def split(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    train, held = [], []
+    train: list[PreferencePair] = []
+    held: list[PreferencePair] = []
     for p in pairs:
         # a stable per-group draw: the same group falls on the same side whatever else is mixed in
         u = int(content_hash(seed, pair_group(p)), 16) / 16 ** 16

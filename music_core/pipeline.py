@@ -22,7 +22,7 @@ def _section(cfg: Any) -> Any:
     """Plain JSON-able data from config dataclasses (and dicts of them), for hashing."""
     import dataclasses
 
-    if dataclasses.is_dataclass(cfg):
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return dataclasses.asdict(cfg)
     if isinstance(cfg, dict):
         return {k: _section(v) for k, v in cfg.items()}

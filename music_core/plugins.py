@@ -8,6 +8,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import traceback
@@ -68,7 +69,7 @@ def _sources() -> Iterator[tuple[str, str, str, str | None, str | None, Callable
     """(name, module, source, distribution, version, loader) for every plugin to consider."""
     version = _self_version()
     for dotted in DEFAULT_PLUGINS:
-        yield dotted, dotted, "bundled", SELF_DISTRIBUTION, version, (lambda d=dotted: importlib.import_module(d))
+        yield dotted, dotted, "bundled", SELF_DISTRIBUTION, version, functools.partial(importlib.import_module, dotted)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.value.split(":")[0] in DEFAULT_PLUGINS:
             continue  # a bundled plugin also declared as an entry point

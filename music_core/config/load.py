@@ -129,7 +129,7 @@ def check_semantics(cfg: MusicConfig) -> None:
          "must be auto, sdpa, flex, varlen or eager")
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be at least 1")
     need(cfg.train.max_length >= 16, "train.max_length", "must be at least 16")
-    need(all(n >= 1 for n in cfg.eval.bon.n) and cfg.eval.bon.n, "eval.bon.n", "must be a non-empty list of N >= 1")
+    need(bool(cfg.eval.bon.n) and all(n >= 1 for n in cfg.eval.bon.n), "eval.bon.n", "must be a non-empty list of N >= 1")
     need(cfg.eval.bon.turns >= 1, "eval.bon.turns", "must be at least 1")
     unknown_stages = set(cfg.run.stages) - {"synth", "mix", "train", "eval"}
     need(not unknown_stages, "run.stages", f"unknown stages {sorted(unknown_stages)} (known: synth, mix, train, eval)")

@@ -7,6 +7,8 @@ Every field carries ``metadata={"help": ...}``; ``music config show --help-keys`
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ from omegaconf import MISSING
 
 def _f(default: Any, help: str) -> Any:
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+        return field(default_factory=functools.partial(copy.copy, default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 

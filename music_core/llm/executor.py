@@ -106,7 +106,7 @@ class Endpoint:
         if self.fatal is not None:
             raise self.fatal
         params = self.params(**overrides)
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        msgs = [Message(role=m["role"], content=m["content"]) for m in messages]
         indices = list(range(sample_index, sample_index + n))
         keys = sample_keys(self._identity, params, msgs, indices)
         usage.requests += 1

@@ -33,6 +33,7 @@ from ..contracts import (
 )
 from ..data import Message, PreferencePair
 from ..llm.errors import EndpointFatalError, LLMError
+from ..llm.types import Completion
 from .seeds import Seed
 from .text import normalize
 
@@ -49,6 +50,8 @@ def must_propagate(exc: BaseException) -> bool:
 async def both(a: Any, b: Any) -> tuple[Any, Any]:
     """Await two steps; wait for both even when one fails (no orphaned calls), then raise the
     most serious failure: an endpoint's fatal error, then a transient one, then the first."""
+    ra: Any
+    rb: Any
     ra, rb = await asyncio.gather(a, b, return_exceptions=True)
     errors = [r for r in (ra, rb) if isinstance(r, BaseException)]
     if errors:
@@ -89,13 +92,17 @@ class TalliedClient:
         self.inner, self.tally = inner, tally
         self.role, self.config = inner.role, inner.config
 
-    async def chat(self, messages, **kw):
-        comps = await self.inner.chat(messages, **kw)
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.inner.supports_logprobs
+
+    async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0, **kw: Any) -> list[Completion]:
+        comps = await self.inner.chat(messages, n=n, sample_index=sample_index, **kw)
         self.tally.add(comps)
         return comps
 
-    async def text(self, messages, **kw):
-        return (await self.chat(messages, n=1, **kw))[0].text
+    async def text(self, messages: list[Message], *, sample_index: int = 0, **kw: Any) -> str:
+        return (await self.chat(messages, n=1, sample_index=sample_index, **kw))[0].text
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)

@@ -36,7 +36,7 @@ from ..contracts import AssistantSimulator, UserSimulator
 from ..data import content_hash
 from ..errors import ConfigError, MusicError, RecordError
 from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_lines_atomic, write_text_atomic
-from ..llm.errors import EndpointFatalError
+from ..llm.errors import EndpointFatalError, LLMError
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
 
@@ -221,7 +221,7 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
                     if not verdict.keep:
                         result = RolloutResult(None, f"filtered: {verdict.reason}", "filtered", result.user_turn_attempts)
             except Exception as exc:
-                if not is_transient(exc):
+                if not isinstance(exc, LLMError) or not is_transient(exc):
                     raise  # an endpoint's fatal error (or a bug): stop the run
                 result = RolloutResult(None, exc.kind, "transient")
         finished[index] = result

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 ASSISTANT_OPENERS = ("sure", "certainly", "of course", "here is", "here's", "as an ai", "i'd be happy",
                      "i would be happy", "great question", "absolutely", "i'm happy to", "i am happy to",
@@ -77,7 +79,7 @@ def copied_share(text: str, earlier: list[str], n: int = 4) -> float:
     return best
 
 
-def transcript(history: list[dict], message_chars: int | None = None) -> str:
+def transcript(history: Sequence[Mapping[str, Any]], message_chars: int | None = None) -> str:
     """A conversation as ``User: ...`` / ``Assistant: ...`` paragraphs, each message cut to
     ``message_chars`` when given (the paper profile shows it whole)."""
     names = {"user": "User", "assistant": "Assistant", "system": "System"}

@@ -104,7 +104,7 @@ class BestOfN(Evaluator):
             indices no pool size uses (REPEAT_BASE + k), so the pools of different N still share
             their first samples. Returns the candidates, repeats drawn and repeats left."""
             greedy = n == 1 and cfg.greedy_baseline
-            comps = await policy.chat(messages, n=n, **({"temperature": 0.0} if greedy else {}))
+            comps = await policy.chat(messages, n=n, temperature=0.0 if greedy else None)
             cands = [c.text.strip() or "(empty)" for c in comps]
             if n == 1 or not cfg.distinct_candidates:
                 return cands, 0, n - len(set(cands))
@@ -122,7 +122,7 @@ class BestOfN(Evaluator):
             async with sem:
                 for turn in range(cfg.turns):
                     cands, drawn, left = await candidates(d.messages, n)
-                    if n == 1:
+                    if n == 1 or rm is None:
                         best, scores = 0, []
                     else:
                         scores = await score(rm, [d.messages + [{"role": "assistant", "content": c}] for c in cands])
@@ -144,7 +144,7 @@ class BestOfN(Evaluator):
             task.advance(1)
             return d
 
-        jobs = [(s, pid, p, None, 1) for s, pid, p in prompts]
+        jobs: list[tuple[str, str, list[Message], str | None, int]] = [(s, pid, p, None, 1) for s, pid, p in prompts]
         jobs += [(s, pid, p, rm, n) for s, pid, p in prompts for rm in scorers for n in bigger]
         task = progress.Task("bon:dialogues", total=len(jobs), unit="dialogues", detail=self.ctx.llm.totals)
         dialogues = await asyncio.gather(*(converse(*j) for j in jobs))

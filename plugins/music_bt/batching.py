@@ -80,7 +80,11 @@ def group_by_tokens(pairs: list[PairExample], budget: int, padded: bool) -> list
 def packed(pairs: list[PairExample]) -> MicroBatch:
     import torch
 
-    ids, pos, starts, ends, turn_ends = [], [], [], [], []
+    ids: list[int] = []
+    pos: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    turn_ends: list[list[int]] = []
     for p in pairs:
         for e in (p.chosen, p.rejected):
             off = len(ids)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,7 @@ class ConversationEncoder:
         except ValueError:
             self.eom_id = None  # a foreign template: fine for last-token scoring, which needs no turn ends
 
-    def render(self, messages: list[dict]) -> str:
+    def render(self, messages: Sequence[Mapping[str, Any]]) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False)
 
     def _tokenize(self, text: str) -> list[int]:
@@ -76,13 +77,13 @@ class ConversationEncoder:
                 return tid
         raise ValueError("could not find the token that ends a message in the chat template")
 
-    def encode(self, messages: list[dict]) -> Encoded:
+    def encode(self, messages: Sequence[Mapping[str, Any]]) -> Encoded:
         """Token ids within max_length, with the positions of the assistant turn ends."""
         head = [messages[0]] if messages and messages[0]["role"] == "system" else []
         body = messages[len(head):]
         dropped = 0
         while True:
-            ids = self._tokenize(self.render(head + body))
+            ids = self._tokenize(self.render([*head, *body]))
             if len(ids) <= self.max_length or len(body) <= 2:
                 break
             body = body[2:]  # drop the oldest exchange (user + assistant)
@@ -105,7 +106,7 @@ def assistant_turn_ends(ids: list[int], eom_id: int | None) -> list[int]:
     return ends or [len(ids) - 1]
 
 
-def encode_pair(enc: ConversationEncoder, chosen: list[dict], rejected: list[dict], stats: TruncationStats) -> tuple[Encoded, Encoded]:
+def encode_pair(enc: ConversationEncoder, chosen: Sequence[Mapping[str, Any]], rejected: Sequence[Mapping[str, Any]], stats: TruncationStats) -> tuple[Encoded, Encoded]:
     c, r = enc.encode(chosen), enc.encode(rejected)
     for e in (c, r):
         stats.conversations += 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from music_core.data import Message
 from music_core.errors import ConfigError, MusicError
 
 REMOTE_CODE = Path(__file__).parent / "modeling_music_rm.py"
@@ -94,7 +95,8 @@ class ExportSpec:
     metadata: dict[str, Any]
 
 
-def export(net: Any, tok: Any, out_dir: Path, spec: ExportSpec, trainer_scores: Any, probe: list[list[dict]]) -> dict[str, Any]:
+def export(net: Any, tok: Any, out_dir: Path, spec: ExportSpec, trainer_scores: Any,
+           probe: list[list[Message]]) -> dict[str, Any]:
     """Write the folder, check it against ``trainer_scores(probe)`` and move it into ``out_dir``.
     Returns what the check measured."""
     stage = out_dir / f".export-{os.getpid()}"
@@ -124,7 +126,7 @@ def export(net: Any, tok: Any, out_dir: Path, spec: ExportSpec, trainer_scores: 
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def verify(folder: Path, trainer_scores: Any, probe: list[list[dict]], form: str) -> dict[str, Any]:
+def verify(folder: Path, trainer_scores: Any, probe: list[list[Message]], form: str) -> dict[str, Any]:
     from .scorer import HFRewardScorer
 
     if not probe:
@@ -184,7 +186,7 @@ def _save_remote(net: Any, spec: ExportSpec, stage: Path, stats: dict[str, float
     from transformers import AutoConfig, PretrainedConfig
 
     backbone_cfg = net.backbone.config.to_dict()
-    cfg = PretrainedConfig(num_labels=1, pad_token_id=spec.pad_id, **stats)
+    cfg = PretrainedConfig.from_dict({"num_labels": 1, "pad_token_id": spec.pad_id, **stats})
     body = {**cfg.to_dict(), "model_type": "music_reward_model", "architectures": ["MusicRewardModel"],
             "auto_map": {"AutoConfig": "modeling_music_rm.MusicRewardConfig",
                          "AutoModelForSequenceClassification": "modeling_music_rm.MusicRewardModel"},

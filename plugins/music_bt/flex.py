@@ -40,7 +40,7 @@ def _mask_for_padded_only(*args: Any, attention_mask: Any = None, **kwargs: Any)
         return None
     from transformers.masking_utils import eager_mask
 
-    return eager_mask(*args, attention_mask=attention_mask, **kwargs)
+    return eager_mask(*args, attention_mask=attention_mask, **kwargs)  # type: ignore[misc]  # args hold no mask
 
 
 # Measured on an H100 (benchmarks/results/flex_probe_gemma2-2b_h100.json): at head_dim 256 these block
@@ -166,8 +166,10 @@ def flex_attention_forward(module: Any, query: Any, key: Any, value: Any, attent
         masks = block_masks(torch.tensor([0, t], device=query.device, dtype=torch.int32), t, {window})
     block_mask = masks[window]  # batch 1: broadcast over the rows of an unpadded batch
 
+    limit = float(softcap or 0.0)
+
     def cap(score: Any, b: Any, h: Any, q: Any, kv: Any) -> Any:
-        return softcap * torch.tanh(score / softcap)
+        return limit * torch.tanh(score / limit)
 
     out = _flex()(query, key, value, score_mod=cap if softcap else None, block_mask=block_mask, scale=scaling,
                   enable_gqa=query.shape[1] != key.shape[1], kernel_options=kernel_options(query.shape[-1]))

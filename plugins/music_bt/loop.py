@@ -79,7 +79,8 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
                       log_with=trackers or None, project_dir=str(out_dir))
     steps = total_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in net.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
@@ -106,7 +107,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     task = progress.Task("train", total=steps, unit="steps", completed=start)
     device = acc.device
     world, rank = acc.num_processes, acc.process_index
-    t_total, tokens_total, computed_total = 0.0, 0, 0
+    t_total, tokens_total, computed_total = 0.0, 0.0, 0.0
     net.train()
     for step in range(start, steps):
         t0 = time.perf_counter()

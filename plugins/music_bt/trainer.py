@@ -115,7 +115,7 @@ class BradleyTerryTrainer(Trainer):
         if cfg.lora.quantize_4bit and not cfg.lora.enabled:
             raise ConfigError("config key 'train.lora.quantize_4bit': 4-bit weights are frozen; "
                               "QLoRA trains adapters, so set train.lora.enabled=true too")
-        load = dict(dtype=torch.float32, attention=cfg.attention, packing=pack)
+        load: dict[str, Any] = dict(dtype=torch.float32, attention=cfg.attention, packing=pack)
         backbone = load_backbone(path, gradient_checkpointing=cfg.gradient_checkpointing and not cfg.lora.quantize_4bit,
                                  compile_layers=cfg.compile and not cfg.lora.quantize_4bit,
                                  quantize_4bit=cfg.lora.quantize_4bit, **load)
@@ -128,7 +128,7 @@ class BradleyTerryTrainer(Trainer):
         if head_name == "cls" and decoder:
             raise ConfigError(f"config key 'train.head': the cls head reads the first token, which on a decoder "
                               f"({cfg.backbone}) attends to nothing after it; use last-token (or auto)")
-        head = self.ctx.component("reward_head", head_name, cfg.head_options) if self.ctx else None
+        head = self.ctx.component("reward_head", head_name, cfg.head_options) if self.has_context else None
         if head is None:
             from music_core.plugins import get_registry
 
@@ -157,9 +157,9 @@ class BradleyTerryTrainer(Trainer):
                 net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
             elif cfg.lora.enabled:
                 net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
-            stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
+            reward_stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
             meta = {"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name,
-                    "truncation": TRUNCATION_RULE, "reward_stats": stats}
+                    "truncation": TRUNCATION_RULE, "reward_stats": reward_stats}
             spec = ExportSpec(form=form, head=head, eom_id=encoder.eom_id, pad_id=pad_id, max_length=cfg.max_length,
                               card=model_card(cfg, metrics, head_name, form, encoder.add_special), metadata=meta)
             probe = [c for p in (eval_pairs or train_pairs)[:EXPORT_PROBE_PAIRS] for c in (p.chosen, p.rejected)]
@@ -210,10 +210,9 @@ def _merged_into_full_precision(trained: Any, path: str, cfg: TrainConfig, load:
     adapters = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(trained).items()}
     base = load_backbone(path, gradient_checkpointing=False, **load)
     fresh = get_peft_model(base, _lora_config(cfg))
-    missing = set_peft_model_state_dict(fresh, adapters)
-    if getattr(missing, "unexpected_keys", None):
-        raise MusicError(f"QLoRA export: adapter weights that do not fit the full-precision base: "
-                         f"{missing.unexpected_keys[:3]}")
+    unexpected = list(getattr(set_peft_model_state_dict(fresh, adapters), "unexpected_keys", None) or [])
+    if unexpected:
+        raise MusicError(f"QLoRA export: adapter weights that do not fit the full-precision base: {unexpected[:3]}")
     return fresh.merge_and_unload()
 
 

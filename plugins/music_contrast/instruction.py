@@ -23,6 +23,7 @@ from pathlib import Path
 
 from music_core.config import options
 from music_core.contracts import ContrastError, ContrastOutcome, ContrastRequest, ContrastStrategy
+from music_core.data import Message
 from music_core.errors import ConfigError
 from music_core.synth.templates import load_template
 from music_core.synth.text import (
@@ -76,9 +77,9 @@ class InstructionContrast(ContrastStrategy):
         template = Path(self.opts.template)
         self.template = load_template(template if template.is_absolute() or template.exists() else TEMPLATES / template)
 
-    def rewrite_prompt(self, request: ContrastRequest) -> list[dict]:
+    def rewrite_prompt(self, request: ContrastRequest) -> list[Message]:
         t = self.template
-        msgs = [{"role": "system", "content": t.system}]
+        msgs: list[Message] = [{"role": "system", "content": t.system}]
         for ex in t.few_shot:
             msgs.append({"role": "user", "content": t.render(t.instruction, context=ex.get("context", "(none)"),
                                                              instruction=ex["instruction"])})

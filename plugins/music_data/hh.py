@@ -5,25 +5,25 @@ its last human turn."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from music_core.data import Conversation, PreferencePair, content_hash, conversation_errors
+from music_core.data import Conversation, Message, PreferencePair, content_hash, conversation_errors
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
-def parse_transcript(text: str) -> list[dict[str, str]]:
+def parse_transcript(text: str) -> list[Message]:
     if not isinstance(text, str) or "Human:" not in text:
         raise ValueError("not an HH transcript (no 'Human:' turn)")
     parts = _TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
-    msgs = []
+    msgs: list[Message] = []
     for speaker, content in zip(parts[1::2], parts[2::2]):
-        role = "user" if speaker == "Human" else "assistant"
+        role: Literal["user", "assistant"] = "user" if speaker == "Human" else "assistant"
         content = content.strip()
         if msgs and msgs[-1]["role"] == role:  # HH has a few doubled turns: merge them
             msgs[-1]["content"] += "\n" + content
         elif content or role == "assistant":
-            msgs.append({"role": role, "content": content})
+            msgs.append(Message(role=role, content=content))
     return msgs
 
 

@@ -3,7 +3,9 @@ file and line of a bad record."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from music_core.config.schema import DataSourceConfig
 from music_core.contracts import SeedSource
@@ -84,8 +86,8 @@ class _CustomSource(SeedSource):
     """Sources whose records need their own parser."""
 
     provides = ("conversations", "pairs")
-    to_conversation = staticmethod(lambda rec: None)
-    to_pair = staticmethod(lambda rec: None)
+    to_conversation: Callable[[dict[str, Any]], Conversation | None]
+    to_pair: Callable[[dict[str, Any]], PreferencePair | None]
 
     def _records(self, cfg: DataSourceConfig, parse):
         out = []

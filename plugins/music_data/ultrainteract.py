@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from music_core.data import Conversation, PreferencePair, content_hash
+from music_core.data import Conversation, Message, PreferencePair, content_hash
 
 ROLE = {"user": "user", "human": "user", "observation": "user", "assistant": "assistant", "gpt": "assistant"}
 
@@ -32,7 +32,9 @@ def ui_conversation(rec: dict[str, Any]) -> Conversation:
             msgs.pop()
     if not msgs:
         raise ValueError("record has neither 'instruction' nor a user turn in 'trajectory'")
-    return Conversation(id=str(rec.get("id") or content_hash(msgs)), messages=msgs, source="ultrainteract")
+    # roles come from ROLE and contents are strings: the shape of a Message
+    return Conversation(id=str(rec.get("id") or content_hash(msgs)), messages=cast(list[Message], msgs),
+                        source="ultrainteract")
 
 
 def ui_pair(rec: dict[str, Any]) -> PreferencePair:

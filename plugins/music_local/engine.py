@@ -99,7 +99,7 @@ class LocalEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         except OSError as exc:
             raise MusicError(f"local provider: cannot load model {self.model_name!r} ({path}): {exc}") from None
         if tok.chat_template is None:
@@ -172,7 +172,8 @@ class LocalEngine:
         if sum(j.call.n for j in same) > self.max_batch_size:
             anchor = self._size(same[0])
             same.sort(key=lambda j: abs(self._size(j) - anchor))
-        batch, rows = [], 0
+        batch: list[_Job] = []
+        rows = 0
         for job in same:
             if rows + job.call.n <= self.max_batch_size or not batch:
                 batch.append(job)

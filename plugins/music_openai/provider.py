@@ -60,7 +60,7 @@ class OpenAIProvider(ChatProvider):
         if self._raw is None:
             from .raw import RawTransport
 
-            self._raw = RawTransport(self.endpoint.base_url, self.api_key() or "not-needed",
+            self._raw = RawTransport(self.endpoint.base_url or "https://api.openai.com/v1", self.api_key() or "not-needed",
                                      timeout_s=self.endpoint.timeout_s, connections=max(1, self.endpoint.concurrency))
         return self._raw
 
@@ -181,7 +181,7 @@ def _top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
         return None
     out = []
     for pos in content:
-        alts = {}
+        alts: dict[str, float] = {}
         for alt in (pos or {}).get("top_logprobs") or []:
             if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt.get("logprob") is not None:
                 alts.setdefault(alt["token"], float(alt["logprob"]))

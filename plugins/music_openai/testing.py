@@ -67,7 +67,7 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
             if positions is not None:  # None: a server that ignores the logprobs request
                 top = int(body.get("top_logprobs") or 0)
                 choice["logprobs"] = {"content": [
-                    {"token": max(pos, key=pos.get), "logprob": max(pos.values()),
+                    {"token": max(pos, key=lambda t: pos[t]), "logprob": max(pos.values()),
                      "top_logprobs": [{"token": t, "logprob": lp} for t, lp in
                                       sorted(pos.items(), key=lambda x: -x[1])[:top]]}
                     for pos in positions]}

@@ -43,7 +43,7 @@ class DefaultAssistant(AssistantSimulator):
             msgs = msgs[1:]
         if guidance:
             system = f"{system}\n\n{guidance}" if system else guidance
-        return ([{"role": "system", "content": system}] if system else []) + msgs
+        return ([Message(role="system", content=system)] if system else []) + msgs
 
     async def respond(self, history: list[Message], llm, guidance: str | None = None) -> SimulatedTurn:
         msgs = self.prompt(history, guidance)

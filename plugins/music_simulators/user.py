@@ -25,7 +25,6 @@ from music_core.synth.text import transcript
 from .validation import check_user_turn
 
 TEMPLATES = Path(__file__).parent / "templates"
-FLIP = {"user": "assistant", "assistant": "user"}
 
 
 class SimulationError(Exception):
@@ -117,6 +116,8 @@ class RoleFlipUser(_ValidatingUser):
         self.opts = options(RoleFlipOptions, opts, "synth.user_simulator_options")
         self.template = load_template(self.opts.template or TEMPLATES / "user_role_flip.yaml")
 
+    opts: RoleFlipOptions
+
     def prompt(self, history: list[Message]) -> list[Message]:
         t = self.template
         examples = "\n\n".join(
@@ -127,7 +128,7 @@ class RoleFlipUser(_ValidatingUser):
         if keep is not None and len(turns) > keep + 1:
             turns = turns[:1] + turns[-keep:]
         cut = self.opts.message_chars
-        return [{"role": "system", "content": system}] + [
-            {"role": FLIP[m["role"]],
-             "content": m["content"] if cut is None or len(m["content"]) <= cut else m["content"][:cut] + " ..."}
-            for m in turns]
+        flipped = [Message(role="assistant" if m["role"] == "user" else "user",
+                           content=m["content"] if cut is None or len(m["content"]) <= cut else m["content"][:cut] + " ...")
+                   for m in turns]
+        return [Message(role="system", content=system), *flipped]
