@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import click
 import pytest
@@ -174,3 +175,19 @@ def test_importtime_of_cli_module():
                          capture_output=True, text=True, check=True)
     modules = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert not modules & {"torch", "transformers", "openai", "anthropic", "google"}
+
+
+def test_the_core_imports_no_bundled_plugin():
+    """The core talks to plugins only through the registry and the contracts: no module of
+    music_core imports a bundled plugin package (they are installable on their own)."""
+    import ast
+
+    root = Path(__file__).parents[1]
+    bundled = {p.name for p in (root / "plugins").iterdir() if (p / "__init__.py").exists()}
+    offenders = []
+    for path in (root / "music_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in bundled]
+    assert bundled and not offenders, offenders
