@@ -249,7 +249,9 @@ class Trainer(Component):
     def train(self, cfg: TrainConfig) -> TrainResult: ...
 
     @abstractmethod
-    def load_scorer(self, model_dir: str) -> RewardScorer: ...
+    def load_scorer(self, model_dir: str, batch_size: int | None = None) -> RewardScorer:
+        """The scorer of a folder this trainer wrote; ``batch_size``: conversations per forward
+        pass as the evaluator asks (None: the trainer's own choice)."""
 
 
 # ---- evaluation -----------------------------------------------------------------------------

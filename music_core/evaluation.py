@@ -13,7 +13,7 @@ from .jsonl import write_text_atomic
 from .training_stage import RM_MARKER
 
 
-def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
+def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
     """The scorer of an RM folder, from the trainer named in its ``music_rm.json``. RMs saved
     elsewhere (any HF sequence-classification folder, or a hub id such as
     ``Skywork/Skywork-Reward-Llama-3.1-8B``) go through ``bradley-terry``'s scorer."""
@@ -26,7 +26,7 @@ def load_scorer(ctx: Any, model_dir: str) -> RewardScorer:
         if marker.exists():
             trainer = json.loads(marker.read_text()).get("trainer", trainer)
             break
-    return ctx.component("trainer", trainer).load_scorer(str(path))
+    return ctx.component("trainer", trainer).load_scorer(str(path), batch_size)
 
 
 def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, str]:

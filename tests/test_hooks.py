@@ -198,7 +198,7 @@ class LengthTrainer(Trainer):
         (Path(cfg.output_dir) / "music_rm.json").write_text(json.dumps({"trainer": self.name}))
         return TrainResult(cfg.output_dir, {"eval_accuracy": 1.0})
 
-    def load_scorer(self, model_dir):
+    def load_scorer(self, model_dir, batch_size=None):
         return LengthScorer()
 
 

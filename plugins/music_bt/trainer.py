@@ -174,10 +174,10 @@ class BradleyTerryTrainer(Trainer):
         acc.wait_for_everyone()
         return TrainResult(model_dir=str(out_dir), metrics=metrics)
 
-    def load_scorer(self, model_dir: str) -> RewardScorer:
+    def load_scorer(self, model_dir: str, batch_size: int | None = None) -> RewardScorer:
         from .scorer import HFRewardScorer
 
-        return HFRewardScorer(model_dir)
+        return HFRewardScorer(model_dir) if batch_size is None else HFRewardScorer(model_dir, batch_size=batch_size)
 
 
 def _with_lora(backbone: Any, cfg: TrainConfig) -> Any:

@@ -30,11 +30,8 @@ def load_examples(path: str, split: str) -> list[dict[str, Any]]:
 
 
 def batched_scorer(ctx: Any, path: str, batch_size: int) -> Any:
-    """The RM's scorer with the evaluator's batch size, where the scorer has one."""
-    scorer = load_scorer(ctx, path)
-    if hasattr(scorer, "batch_size"):
-        scorer.batch_size = batch_size
-    return scorer
+    """The RM's scorer, loaded by its trainer with the evaluator's batch size."""
+    return load_scorer(ctx, path, batch_size)
 
 
 class RewardBench(Evaluator):
