@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from .config.schema import TrainConfig as TrainConfigBase
 from .data import Conversation, Message, PreferencePair
 
 if TYPE_CHECKING:
@@ -243,7 +244,25 @@ class RewardScorer(ABC):
 
 
 class Trainer(Component):
-    """Trains a reward model from pairs and loads what it saved for scoring."""
+    """Trains a reward model from pairs and loads what it saved for scoring.
+
+    ``config_class``: the ``train`` section when this trainer is selected, a dataclass that
+    extends :class:`music_core.config.schema.TrainConfig` with the trainer's own options (declared
+    with ``music_core.config.schema.option``); the config is assembled with it at load time, so
+    its keys are typed, checked, shown by ``music config show`` and absent when another trainer
+    is selected. ``check_config`` adds rules types cannot express (raise ConfigError naming the key).
+    """
+
+    config_class: ClassVar[type] = TrainConfigBase
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:  # noqa: B027 (optional hook)
+        """Cross-field rules on this trainer's ``train`` section."""
+
+    @classmethod
+    def describe(cls, cfg: Any) -> str:
+        """One line for plans and reports: what this trainer will train with ``cfg``."""
+        return cls.name
 
     @abstractmethod
     def train(self, cfg: TrainConfig) -> TrainResult: ...

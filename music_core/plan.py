@@ -78,9 +78,7 @@ def print_plan(ctx: Any) -> None:
                        f"eval fraction {c.mix.eval_fraction}")
         elif stage == "train":
             t = c.train
-            click.echo(f"  train x2 (baseline: original only; music: the mix): {t.trainer}, {t.head} head on {t.backbone}, "
-                       f"max length {t.max_length}, {t.max_steps if t.max_steps > 0 else str(t.epochs) + ' epochs'} "
-                       f"{'steps' if t.max_steps > 0 else ''}, batch {t.batch_size}, lr {t.lr}")
+            click.echo(f"  train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, t)}")
         elif stage == "eval":
             b = c.eval.bon
             click.echo(f"  eval: {', '.join(c.eval.evaluators)}; Best-of-N on {', '.join(b.prompt_sets) or 'builtin'} "
@@ -99,3 +97,11 @@ def print_plan(ctx: Any) -> None:
         click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':42s} {r['calls']:>7.0f} "
                    f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} {usd:>10.2f}")
     click.echo(f"\n  estimated cost: ${total:.2f} (set models.<name>.price_input_per_mtok / price_output_per_mtok)")
+
+
+def describe_trainer(ctx: Any, train: Any) -> str:
+    """The selected trainer's own one-line description of what it will train."""
+    try:
+        return str(ctx.registry.get("trainer", train.trainer).describe(train))
+    except Exception:  # not registered: training will say so; the plan still prints
+        return f"{train.trainer} (not registered)"

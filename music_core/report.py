@@ -40,7 +40,7 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
              f"Roles: user simulator `{c.roles.user_simulator}`, assistant simulator `{c.roles.assistant_simulator}`, "
              f"policy `{c.roles.policy}`, judge `{c.roles.judge}` "
              f"({', '.join(f'{k}={v.provider}:{v.model}' for k, v in c.models.items())}). "
-             f"Reward models: `{_trained_head(rms, c.train.head)}` head on `{c.train.backbone}`.", "",
+             f"Reward models: {_trained_with(rms, c.train.trainer)}.", "",
              f"Wall time of this invocation: {seconds / 60:.1f} min; per stage: "
              + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stages.items() if v) + ".", ""]
     if synth:
@@ -73,7 +73,9 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     return md_path, json_path
 
 
-def _trained_head(rms: dict[str, Any], configured: str) -> str:
-    """The head the trainer used (``auto`` resolves per backbone), else the configured name."""
-    heads = {m.get("head") for m in rms.values() if m and m.get("head")}
-    return ", ".join(sorted(heads)) if heads else configured
+def _trained_with(rms: dict[str, Any], trainer: str) -> str:
+    """The trainer, and the head and backbone where its metrics name them."""
+    heads = sorted({str(m["head"]) for m in rms.values() if m and m.get("head")})
+    backbones = sorted({str(m["backbone"]) for m in rms.values() if m and m.get("backbone")})
+    detail = f": `{', '.join(heads)}` head on `{', '.join(backbones)}`" if heads and backbones else ""
+    return f"trainer `{trainer}`{detail}"

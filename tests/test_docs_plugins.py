@@ -25,7 +25,7 @@ def test_trainer_and_evaluator_from_the_docs_train_and_evaluate_through_the_cli(
     listed = music("plugins", "list", "--json", env=env, cwd=tmp_path)
     names = {c["name"]: c for c in json.loads(listed.stdout)["components"]}
     assert names["length"]["distribution"] == "docs-trainer" and names["prefers-polite"]["distribution"] == "docs-evaluator"
-    for step in (["mix", *common], ["train", *common, "train.trainer=length"]):
+    for step in (["mix", *common], ["train", *common, "train.trainer=length", "train.per_char=-1"]):
         proc = music(*step, env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     rm = out / "rm"
@@ -33,4 +33,31 @@ def test_trainer_and_evaluator_from_the_docs_train_and_evaluate_through_the_cli(
     proc = music("eval", "polite", "--rm", f"length={rm}", *common, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())
-    assert results["length"] is False  # "Get it yourself." is the longer answer: the length RM prefers it
+    # the trainer's own option reached it: per_char -1 makes the shorter answer ("Here you go!") win
+    assert json.loads((rm / "length.json").read_text()) == {"per_char": -1.0}
+    assert results["length"] is True
+
+
+def test_a_trainers_options_exist_only_when_it_is_selected(tmp_path):
+    trainer, = docs_blocks("register_trainers")
+    site = tmp_path / "site"
+    install(site, "docs_trainer", {"__init__.py": trainer})
+    env = env_with(site)
+
+    def keys(*args, extra_env=None):
+        proc = music("config", "show", "--help-keys", *args, env={**env, **(extra_env or {})}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {line.split(" ")[0] for line in proc.stdout.splitlines() if line and not line.startswith(" ")}
+
+    selected, default = keys("train.trainer=length"), keys()
+    assert "train.per_char" in selected and "train.lr" not in selected and "train.packing" not in selected
+    assert "train.per_char" not in default and {"train.lr", "train.packing", "train.lora.quantize_4bit"} <= default
+    bad = music("config", "show", "train.trainer=length", "train.per_char=lots", env=env, cwd=tmp_path)
+    assert bad.returncode != 0 and "train.per_char" in bad.stderr
+    typo = music("config", "show", "train.trainer=length", "train.lr=0.1", env=env, cwd=tmp_path)
+    assert typo.returncode != 0 and "train.lr" in typo.stderr  # another trainer's key is unknown here
+    # with the Bradley-Terry plugin blocked, none of its keys exists anywhere
+    blocked = keys(extra_env={"MUSIC_BLOCK_PLUGINS": "music_bt"})
+    assert not {k for k in blocked if k.startswith("train.")} - {"train.trainer", "train.train_data", "train.eval_data",
+                                                                  "train.output_dir"}
+

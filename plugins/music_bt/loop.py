@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from music_core import progress
-from music_core.config.schema import TrainConfig
 
 from . import checkpoint
 from .batching import PairExample, group_by_tokens, packed, padded
 from .data import step_indices, total_steps
+from .options import BradleyTerryConfig as TrainConfig
 
 
 def pair_loss(rewards: Any, margins: Any, center_coef: float | None) -> tuple[Any, Any, Any]:

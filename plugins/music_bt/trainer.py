@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from music_core import progress
-from music_core.config.schema import TrainConfig
+from music_core.config.schema import TrainConfig as StageTrainConfig
 from music_core.contracts import RewardScorer, Trainer, TrainResult
 from music_core.data import PreferencePair
 from music_core.errors import ConfigError, MusicError
 from music_core.jsonl import read_records, write_text_atomic
+
+from .options import BradleyTerryConfig as TrainConfig
 
 # Settings that do not change what training computes: a checkpoint survives changes to these.
 NOT_IN_FINGERPRINT = ("log_every", "trackers", "save_every", "eval_every", "output_dir", "eval_data", "train_data")
@@ -67,8 +69,25 @@ def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
 class BradleyTerryTrainer(Trainer):
     name = "bradley-terry"
     description = "pairwise Bradley-Terry reward model on any HF backbone, packed, on accelerate"
+    config_class = TrainConfig
 
-    def train(self, cfg: TrainConfig) -> TrainResult:
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        from .options import check
+
+        check(cfg)
+
+    @classmethod
+    def describe(cls, cfg: Any) -> str:
+        length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs} epochs"
+        return (f"{cls.name}, {cfg.head} head on {cfg.backbone}, max length {cfg.max_length}, {length}, "
+                f"batch {cfg.batch_size}, lr {cfg.lr}")
+
+    def train(self, section: StageTrainConfig) -> TrainResult:
+        if not isinstance(section, TrainConfig):
+            raise ConfigError("bradley-terry: the train section was not loaded with this trainer's options "
+                              "(load the config with train.trainer=bradley-terry)")
+        cfg = section
         import torch
         from transformers import AutoTokenizer
 
