@@ -81,7 +81,7 @@ def test_a_judge_that_always_prefers_the_first_yields_ties():
     b = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "y"}]
     judged = asyncio.run(judge_both_orders(AlwaysFirst(), a, b, None))
     assert judged.outcome == "tie"
-    from music_core.stats import summarize
+    from music_bon.stats import summarize
 
     assert summarize(["tie"] * 10, 200, 0)["win_rate"] == 0.5
 

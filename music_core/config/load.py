@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 from pathlib import Path
@@ -100,12 +99,16 @@ def schema_for(trainer: str) -> tuple[type, Any]:
     return _schema_with_train(section), trainer_cls
 
 
-@functools.cache  # one class per section: configs loaded twice compare equal
+_SCHEMAS: dict[type, type] = {}  # one class per section: configs loaded twice compare equal
+
+
 def _schema_with_train(section: type) -> type:
-    return dataclasses.make_dataclass(
-        "MusicConfig", [("train", section, dataclasses.field(default_factory=section,
-                                                              metadata={"help": "reward-model training"}))],
-        bases=(MusicConfig,))
+    if section not in _SCHEMAS:
+        _SCHEMAS[section] = dataclasses.make_dataclass(
+            "MusicConfig", [("train", section, dataclasses.field(default_factory=section,
+                                                                  metadata={"help": "reward-model training"}))],
+            bases=(MusicConfig,))
+    return _SCHEMAS[section]
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MusicConfig:

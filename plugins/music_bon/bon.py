@@ -26,9 +26,9 @@ from music_core.data import Conversation, Message
 from music_core.evaluation import load_scorer
 from music_core.jsonl import write_jsonl_atomic
 from music_core.judging import JudgedPair, judge_both_orders
-from music_core.stats import summarize
 
 from .plots import heatmap
+from .stats import summarize
 
 # Sample indices for candidates drawn again because they repeated an earlier one of their pool:
 # far above any N, so that they never coincide with a pool's own samples.
