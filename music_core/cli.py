@@ -24,10 +24,10 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def load_cli_config(config_path: str | None, overrides: tuple[str, ...]):
+def load_cli_config(config_path: str | None, overrides: tuple[str, ...], evaluators: tuple[str, ...] = ()):
     from .config import load_config
 
-    return load_config(config_path, list(overrides))
+    return load_config(config_path, list(overrides), evaluators=evaluators)
 
 
 class MusicGroup(click.Group):

@@ -314,9 +314,46 @@ class EvalReport:
 
 
 class Evaluator(Component):
-    """Evaluates reward models (name -> RM folder). ``command`` is its ``music eval`` name."""
+    """Evaluates reward models (name -> RM folder). ``command`` is its ``music eval`` name.
+
+    ``config_class``: a dataclass of this evaluator's options (fields made with
+    ``music_core.config.schema.option``), the section ``eval.<config_key>`` (default: the
+    command). It exists in the config when the evaluator is selected (listed in
+    ``eval.evaluators``, or run by ``music eval <command>``): typed, checked, shown by ``music
+    config show``; ``self.section`` is the loaded section. ``check_config`` adds cross-field
+    rules, ``describe`` the plan line, ``estimate`` the LLM calls a run will make (for ``music run
+    --dry-run``), and ``skip_reason`` lets ``music run`` pass over an evaluator with nothing to do.
+    """
 
     command: ClassVar[str] = ""
+    config_class: ClassVar[type | None] = None
+    config_key: ClassVar[str] = ""
+
+    @classmethod
+    def section_name(cls) -> str:
+        return cls.config_key or cls.command or cls.name
+
+    @property
+    def section(self) -> Any:
+        """This evaluator's options as loaded (None when it declares none)."""
+        return getattr(self.ctx.config.eval, self.section_name(), None) if self.config_class else None
+
+    @classmethod
+    def check_config(cls, section: Any, cfg: Any) -> None:  # noqa: B027 (optional hook)
+        """Cross-field rules on this evaluator's section (``cfg``: the whole config)."""
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return cls.name
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:  # noqa: B027 (optional hook)
+        """Book the LLM calls a run will make: ``add(role, calls, samples, prompt_tokens_each)``."""
+
+    @classmethod
+    def skip_reason(cls, section: Any) -> str | None:
+        """Why ``music run`` should pass over this evaluator (no data configured), or None."""
+        return None
 
     @abstractmethod
     def run(self, reward_models: dict[str, str]) -> EvalReport: ...

@@ -98,8 +98,7 @@ def _steps(ctx: Any, stage: str):
             yield f"train-{rm}", (lambda rm=rm, data=data: _train(ctx, rm, data))
     elif stage == "eval":
         for name in ctx.config.eval.evaluators:
-            if (name == "rewardbench" and not ctx.config.eval.rewardbench.path) or \
-                    (name == "rewardbench-2" and not ctx.config.eval.rewardbench2.path):
+            if _skip_reason(ctx, name):  # e.g. no benchmark data configured
                 continue
             yield f"eval-{name}", (lambda name=name: _eval(ctx, name))
 
@@ -123,3 +122,12 @@ def _eval(ctx: Any, name: str) -> dict[str, Any]:
     rms = {rm: str(ctx.rm_dir(rm)) for rm in RMS}
     out = run_evaluator(ctx, name, rms)
     return {"results": out["results_path"], "report": out["markdown_path"]}
+
+
+def _skip_reason(ctx: Any, name: str) -> str | None:
+    """The evaluator's own reason to be passed over; an unregistered one runs (and says so)."""
+    try:
+        cls = ctx.registry.get("evaluator", name)
+    except Exception:
+        return None
+    return cls.skip_reason(getattr(ctx.config.eval, cls.section_name(), None))

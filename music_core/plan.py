@@ -41,23 +41,11 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
                 sims = 1 if c.synth.shared_user_turns else 2
                 shown = ctx_tok + turn_tok if full_history else min(4, 2 * t) * turn_tok / 2
                 add("user_simulator", sims * seeds, sims * seeds, 250 + shown)
-    if "eval" in c.run.stages and "best-of-n" in c.eval.evaluators:
-        b = c.eval.bon
-        from .config.schema import PromptSetConfig
-
-        prompts = sum(ps.limit or 0 for ps in (b.prompt_sets or {"builtin": PromptSetConfig()}).values())
-        rms = max(2, len(c.eval.reward_models))
-        bigger = [n for n in b.n if n > 1]
-        dialogues = prompts * (1 + rms * len(bigger))
-        turn_tok = 0.7 * ep("policy").max_tokens + 40
-        for t in range(1, b.turns + 1):
-            ctx_tok = 60 + (t - 1) * 2 * turn_tok
-            samples = prompts * (1 + rms * sum(bigger))
-            add("policy", dialogues, samples, ctx_tok)
-            if t < b.turns:
-                add("user_simulator", dialogues, dialogues, 250 + ctx_tok)
-        comparisons = prompts * len(bigger) * (rms + rms * (rms - 1) / 2)
-        add("judge", 2 * comparisons, 2 * comparisons, 300 + 2 * (60 + b.turns * 2 * turn_tok))
+    if "eval" in c.run.stages:
+        for name in c.eval.evaluators:
+            cls = _evaluator_class(ctx, name)
+            if cls is not None:
+                cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
     return rows
 
 
@@ -80,9 +68,11 @@ def print_plan(ctx: Any) -> None:
             t = c.train
             click.echo(f"  train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, t)}")
         elif stage == "eval":
-            b = c.eval.bon
-            click.echo(f"  eval: {', '.join(c.eval.evaluators)}; Best-of-N on {', '.join(b.prompt_sets) or 'builtin'} "
-                       f"(H={b.turns}, N in {list(b.n)}, judge {b.judge}); RewardBench data {c.eval.rewardbench.path}")
+            parts = []
+            for name in c.eval.evaluators:
+                cls = _evaluator_class(ctx, name)
+                parts.append(cls.describe(getattr(c.eval, cls.section_name(), None)) if cls else f"{name} (not registered)")
+            click.echo(f"  eval: {'; '.join(parts)}")
     rows = estimate(ctx)
     click.echo("\n  role                 endpoint                                   calls    samples   prompt tok  completion tok   est. USD")
     total = 0.0
@@ -105,3 +95,10 @@ def describe_trainer(ctx: Any, train: Any) -> str:
         return str(ctx.registry.get("trainer", train.trainer).describe(train))
     except Exception:  # not registered: training will say so; the plan still prints
         return f"{train.trainer} (not registered)"
+
+
+def _evaluator_class(ctx: Any, name: str) -> Any:
+    try:
+        return ctx.registry.get("evaluator", name)
+    except Exception:  # not registered: running it will say so; the plan still prints
+        return None

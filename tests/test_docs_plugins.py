@@ -61,3 +61,35 @@ def test_a_trainers_options_exist_only_when_it_is_selected(tmp_path):
     assert not {k for k in blocked if k.startswith("train.")} - {"train.trainer", "train.train_data", "train.eval_data",
                                                                   "train.output_dir"}
 
+
+
+def test_an_evaluators_options_exist_when_selected_and_music_run_uses_both_plugins(tmp_path):
+    trainer, = docs_blocks("register_trainers")
+    evaluator, = docs_blocks("register_evaluators")
+    site = tmp_path / "site"
+    install(site, "docs_trainer", {"__init__.py": trainer})
+    install(site, "docs_evaluator", {"__init__.py": evaluator})
+    env, out = env_with(site), tmp_path / "run"
+
+    def show(*args):
+        proc = music("config", "show", *args, env=env, cwd=tmp_path)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    rc, text = show()
+    assert rc == 0 and "polite:" not in text  # installed, not selected
+    rc, text = show("eval.evaluators=[prefers-polite]")
+    assert rc == 0 and "min_gap: 0.0" in text and "bon:" not in text  # only what the selection reads
+    rc, text = show("eval.evaluators=[prefers-polite]", "eval.polite.min_gap=lots")
+    assert rc != 0 and "eval.polite.min_gap" in text
+    proc = music("run", f"run.output_dir={out}", "run.progress=false", "run.stages=[mix,train,eval]",
+                 "train.trainer=length", "train.per_char=-1", "eval.evaluators=[prefers-polite]",
+                 "eval.polite.rude=No.", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())
+    # per_char -1: shorter wins; the configured rude answer "No." is shorter than "Here you go!"
+    assert results["baseline"] is False and results["music"] is False
+    # `music eval polite` runs it with its options even when eval.evaluators does not list it
+    proc = music("eval", "polite", "--rm", f"x={out / 'rm' / 'music'}", f"run.output_dir={out}", "run.progress=false",
+                 "eval.polite.rude=a very long and rude answer indeed", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())["x"] is True

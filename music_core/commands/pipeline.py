@@ -80,7 +80,7 @@ class EvalGroup(click.Group):
         def _cmd(config_path, overrides, rms):
             from music_core.evaluation import run_evaluator
 
-            ctx_ = context(config_path, overrides)
+            ctx_ = context(config_path, overrides, evaluators=(name,))  # its options, even if not in eval.evaluators
             report = run_evaluator(ctx_, name, dict(r.split("=", 1) for r in rms) or None)
             echo_kv(f"eval {cmd_name} done", {"results": report["results_path"], "report": report["markdown_path"]})
 

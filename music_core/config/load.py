@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
-from .schema import MusicConfig, TrainConfig
+from .schema import EvalConfig, MusicConfig, TrainConfig
 
 PROMPT_PROFILES = ("paper", "small-model")
 SYNTH_ROLES = ("user_simulator", "assistant_simulator", "contrast")
@@ -69,56 +69,82 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     return cfg
 
 
-def selected_trainer(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...]) -> str:
-    """``train.trainer`` as the file and the overrides set it (before any schema applies)."""
-    name = TrainConfig.trainer
+def _selection(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """``train.trainer`` and ``eval.evaluators`` as the file and the overrides set them, read
+    before any schema applies (they decide the schema)."""
+    raw = OmegaConf.create({})
     sources = [load_yaml(path)] if path is not None else []
-    sources += [OmegaConf.from_dotlist([o]) for o in overrides if o.split("=", 1)[0].strip() == "train.trainer"]
+    sources += [OmegaConf.from_dotlist([o]) for o in overrides
+                if o.split("=", 1)[0].strip() in ("train.trainer", "eval.evaluators")]
     for src in sources:
-        value = OmegaConf.select(src, "train.trainer", default=None)
-        if value is not None:
-            name = str(value)
-    return name
+        for key in ("train.trainer", "eval.evaluators"):
+            value = OmegaConf.select(src, key, default=None)
+            if value is not None:
+                OmegaConf.update(raw, key, value, force_add=True)
+    return raw
 
 
-def schema_for(trainer: str) -> tuple[type, Any]:
-    """The config schema with the ``train`` section of the selected trainer: the stage's own keys
-    plus the options the trainer declares (``Trainer.config_class``). A trainer that is not
-    registered (a typo, a blocked plugin) brings no options; training names the problem."""
+def schema_for(trainer: str, evaluators: list[str]) -> tuple[type, Any, dict[str, Any]]:
+    """The config schema for the selected components: the stages' own keys plus the options the
+    trainer (``train.*``) and each selected evaluator (``eval.<key>``) declare. A name that is
+    not registered (a typo, a blocked plugin) brings no options; its stage names the problem."""
     from ..plugins import get_registry
 
+    reg = get_registry()
     try:
-        trainer_cls = get_registry().get("trainer", trainer)
-    except Exception:  # unknown name: the stage's own keys only
-        return MusicConfig, None
-    section = getattr(trainer_cls, "config_class", TrainConfig)
+        trainer_cls = reg.get("trainer", trainer)
+    except Exception:
+        trainer_cls = None
+    section = getattr(trainer_cls, "config_class", TrainConfig) if trainer_cls is not None else TrainConfig
     if not (isinstance(section, type) and issubclass(section, TrainConfig)):
         raise ConfigError(f"trainer {trainer!r}: config_class must be a dataclass that extends TrainConfig")
-    if section is TrainConfig:
-        return MusicConfig, trainer_cls
-    return _schema_with_train(section), trainer_cls
+    chosen: dict[str, Any] = {}
+    for name in evaluators:
+        try:
+            cls = reg.get("evaluator", name)
+        except Exception:
+            continue
+        if getattr(cls, "config_class", None) is not None:
+            chosen[cls.section_name()] = cls
+    key = (section, tuple((k, c.config_class) for k, c in sorted(chosen.items())))
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = _assemble(section, key[1])
+    return _SCHEMAS[key], trainer_cls, chosen
 
 
-_SCHEMAS: dict[type, type] = {}  # one class per section: configs loaded twice compare equal
+_SCHEMAS: dict[tuple[Any, ...], type] = {}  # one class per selection: configs loaded twice compare equal
 
 
-def _schema_with_train(section: type) -> type:
-    if section not in _SCHEMAS:
-        _SCHEMAS[section] = dataclasses.make_dataclass(
-            "MusicConfig", [("train", section, dataclasses.field(default_factory=section,
-                                                                  metadata={"help": "reward-model training"}))],
-            bases=(MusicConfig,))
-    return _SCHEMAS[section]
+def _assemble(train_section: type, eval_sections: tuple[tuple[str, type], ...]) -> type:
+    if train_section is TrainConfig and not eval_sections:
+        return MusicConfig
+    evals: type = EvalConfig
+    if eval_sections:
+        evals = dataclasses.make_dataclass(
+            "EvalConfig", [(k, c, dataclasses.field(default_factory=c, metadata={"help": f"options of {k}"}))
+                           for k, c in eval_sections], bases=(EvalConfig,))
+    return dataclasses.make_dataclass(
+        "MusicConfig", [("train", train_section, dataclasses.field(default_factory=train_section,
+                                                                    metadata={"help": "reward-model training"})),
+                        ("eval", evals, dataclasses.field(default_factory=evals, metadata={"help": "evaluation"}))],
+        bases=(MusicConfig,))
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MusicConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
+                evaluators: tuple[str, ...] = ()) -> MusicConfig:
     """The resolved, validated config. Unknown keys and wrong types raise ConfigError naming the
     key and where it came from (the file, or the command-line override). The ``train`` section
-    holds the selected trainer's own options (and no other trainer's)."""
+    holds the selected trainer's own options (and no other trainer's); ``eval`` holds a section
+    for each evaluator in ``eval.evaluators`` and in ``evaluators`` (``music eval <command>``)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. synth.turns=3)")
-    schema, trainer_cls = schema_for(selected_trainer(path, overrides))
+    picked = _selection(path, overrides)
+    listed = OmegaConf.select(picked, "eval.evaluators", default=None)
+    names = list(listed) if listed is not None else list(EvalConfig().evaluators)
+    schema, trainer_cls, evaluator_classes = schema_for(
+        str(OmegaConf.select(picked, "train.trainer", default=None) or TrainConfig.trainer),
+        names + [e for e in evaluators if e not in names])
     merged = OmegaConf.structured(schema)
     if path is not None:
         try:
@@ -139,6 +165,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     check_semantics(cfg)
     if trainer_cls is not None:
         trainer_cls.check_config(cfg.train)
+    for key, cls in evaluator_classes.items():
+        cls.check_config(getattr(cfg.eval, key), cfg)
     return cfg
 
 
@@ -172,8 +200,6 @@ def check_semantics(cfg: MusicConfig) -> None:
     need(0.0 <= cfg.mix.eval_fraction < 1.0, "mix.eval_fraction", "must be in [0, 1)")
     r = cfg.mix.synthetic_ratio
     need(r is None or 0.0 <= r <= 1.0, "mix.synthetic_ratio", "must be in [0, 1]")
-    need(bool(cfg.eval.bon.n) and all(n >= 1 for n in cfg.eval.bon.n), "eval.bon.n", "must be a non-empty list of N >= 1")
-    need(cfg.eval.bon.turns >= 1, "eval.bon.turns", "must be at least 1")
     unknown_stages = set(cfg.run.stages) - {"synth", "mix", "train", "eval"}
     need(not unknown_stages, "run.stages", f"unknown stages {sorted(unknown_stages)} (known: synth, mix, train, eval)")
 

@@ -141,58 +141,14 @@ class TrainConfig:
 
 
 @dataclass
-class PromptSetConfig(DataSourceConfig):
-    source: str = _f("builtin-prompts", "registered seed source of Best-of-N prompts")
-    limit: int | None = _f(12, "prompts per set")
-
-
-@dataclass
-class BonConfig:
-    prompt_sets: dict[str, PromptSetConfig] = field(
-        default_factory=dict,
-        metadata={"help": "named prompt sets (the paper: anthropic-hh, ultrainteract); empty: the built-in set"})
-    turns: int = _f(2, "H: assistant turns per conversation (paper: 3)")
-    n: list[int] = _f([1, 2, 4], "candidates per turn; N=1 is the single-sample baseline")
-    judge: str = _f("pairwise", "registered judge")
-    judge_options: dict[str, Any] = _f({}, "options of the judge")
-    greedy_baseline: bool = _f(False, "N=1 decodes greedily (the paper's 'BoN vs greedy'); else one sample")
-    distinct_candidates: bool = _f(True, "a candidate that repeats an earlier one of its pool is sampled again "
-                                         "(up to 4 times; the count is reported)")
-    concurrency: int = _f(32, "conversations in flight at once")
-    bootstrap: int = _f(1000, "bootstrap resamples for 95% intervals")
-    seed: int = _f(0, "seed of the bootstrap")
-
-
-@dataclass
-class RewardBenchConfig:
-    path: str | None = _f("builtin", "RewardBench v1 data: hub id (allenai/reward-bench), a local file/folder, "
-                          "'builtin' (a 46-example set in its schema written for this project; not RewardBench), or null")
-    split: str = _f("filtered", "split to score")
-    batch_size: int = _f(16, "conversations per scoring batch (length-sorted)")
-
-
-@dataclass
-class RewardBench2Config(RewardBenchConfig):
-    path: str | None = _f("builtin", "RewardBench 2 data: hub id (allenai/reward-bench-2), a local file/folder, "
-                          "'builtin' (a smoke set in its schema written for this project; not RewardBench 2), or null")
-    split: str = _f("test", "split to score")
-
-
-@dataclass
-class PairwiseEvalConfig:
-    data: str | None = _f(None, "held-out pairs (default: the mix's eval split)")
-    batch_size: int = _f(16, "conversations per scoring batch")
-
-
-@dataclass
 class EvalConfig:
+    """The evaluation stage's own keys. Each selected evaluator (listed in ``evaluators``, or run
+    by ``music eval <command>``) adds its options as a section ``eval.<config_key>``
+    (``Evaluator.config_class``), assembled at load time."""
+
     reward_models: dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
     evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench", "rewardbench-2"],
                                "evaluators `music run` uses")
-    bon: BonConfig = field(default_factory=BonConfig, metadata={"help": "multi-turn Best-of-N"})
-    rewardbench: RewardBenchConfig = field(default_factory=RewardBenchConfig, metadata={"help": "RewardBench v1"})
-    rewardbench2: RewardBench2Config = field(default_factory=RewardBench2Config, metadata={"help": "RewardBench 2"})
-    pairwise: PairwiseEvalConfig = field(default_factory=PairwiseEvalConfig, metadata={"help": "pairwise accuracy"})
     output_dir: str | None = _f(None, "default: <output_dir>/eval")
 
 

@@ -23,10 +23,12 @@ from music_core import progress
 from music_core.config import resolve_user_simulator
 from music_core.contracts import EvalReport, Evaluator
 from music_core.data import Conversation, Message
+from music_core.errors import ConfigError
 from music_core.evaluation import load_scorer
 from music_core.jsonl import write_jsonl_atomic
 from music_core.judging import JudgedPair, judge_both_orders
 
+from .options import BonConfig, PromptSetConfig
 from .plots import heatmap
 from .stats import summarize
 
@@ -59,6 +61,39 @@ class BestOfN(Evaluator):
     name = "best-of-n"
     command = "bon"
     description = "multi-turn Best-of-N win rates judged pairwise (BoN vs N=1, RM vs RM)"
+    config_class = BonConfig
+    config_key = "bon"
+
+    @classmethod
+    def check_config(cls, section: Any, cfg: Any) -> None:
+        if not section.n or any(n < 1 for n in section.n):
+            raise ConfigError("config key 'eval.bon.n': must be a non-empty list of N >= 1")
+        if section.turns < 1:
+            raise ConfigError("config key 'eval.bon.turns': must be at least 1")
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return (f"Best-of-N on {', '.join(section.prompt_sets) or 'builtin'} (H={section.turns}, N in {list(section.n)}, "
+                f"judge {section.judge})")
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """Policy samples, user turns and judge calls of one run (both orders, all comparisons)."""
+        b = section
+        prompts = sum(ps.limit or 0 for ps in (b.prompt_sets or {"builtin": PromptSetConfig()}).values())
+        rms = max(2, len(cfg.eval.reward_models))
+        bigger = [n for n in b.n if n > 1]
+        dialogues = prompts * (1 + rms * len(bigger))
+        policy = cfg.models[cfg.roles.policy or cfg.roles.assistant_simulator]
+        turn_tok = 0.7 * policy.max_tokens + 40
+        for t in range(1, b.turns + 1):
+            ctx_tok = 60 + (t - 1) * 2 * turn_tok
+            samples = prompts * (1 + rms * sum(bigger))
+            add("policy", dialogues, samples, ctx_tok)
+            if t < b.turns:
+                add("user_simulator", dialogues, dialogues, 250 + ctx_tok)
+        comparisons = prompts * len(bigger) * (rms + rms * (rms - 1) / 2)
+        add("judge", 2 * comparisons, 2 * comparisons, 300 + 2 * (60 + b.turns * 2 * turn_tok))
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
         return asyncio.run(self._run(reward_models))
@@ -67,20 +102,18 @@ class BestOfN(Evaluator):
         import random
 
         out = []
-        from music_core.config.schema import PromptSetConfig
-
-        sets = self.ctx.config.eval.bon.prompt_sets or {"builtin": PromptSetConfig()}
+        sets = self.section.prompt_sets or {"builtin": PromptSetConfig()}
         for set_name, ps in sets.items():
             source = self.ctx.component("seed_source", ps.source)
             convs = source.require("conversations", f"eval.bon.prompt_sets.{set_name}.source").load_conversations(ps)
             convs = sorted(convs, key=lambda c: c.id)
-            random.Random(self.ctx.config.eval.bon.seed).shuffle(convs)
+            random.Random(self.section.seed).shuffle(convs)
             kept = [(set_name, c.id, m) for c in convs if (m := prompt_messages(c))]
             out += kept[: ps.limit] if ps.limit else kept
         return out
 
     async def _run(self, reward_models: dict[str, str]) -> EvalReport:
-        ctx, cfg = self.ctx, self.ctx.config.eval.bon
+        ctx, cfg = self.ctx, self.section
         prompts = self.load_prompts()
         scorers = {name: load_scorer(ctx, path) for name, path in reward_models.items()}
         locks = {name: threading.Lock() for name in scorers}

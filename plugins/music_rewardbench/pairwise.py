@@ -12,6 +12,7 @@ from music_core.data import PreferencePair
 from music_core.errors import MusicError
 from music_core.formats import load_pairs
 
+from .options import PairwiseEvalConfig
 from .rewardbench import batched_scorer
 
 
@@ -30,9 +31,15 @@ class PairwiseAccuracy(Evaluator):
     name = "pairwise-accuracy"
     command = "pairwise"
     description = "accuracy on held-out pairs, by source, contrast strategy and first divergent turn"
+    config_class = PairwiseEvalConfig
+    config_key = "pairwise"
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return f"pairwise accuracy on {section.data or 'the mix eval split'}"
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
-        cfg = self.ctx.config.eval.pairwise
+        cfg = self.section
         path = cfg.data or str(self.ctx.mix_dir() / "eval.jsonl")
         if not Path(path).exists() and not cfg.data:
             raise MusicError(f"pairwise-accuracy: {path} not found (run `music mix`, or set eval.pairwise.data)")

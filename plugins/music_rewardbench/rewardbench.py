@@ -13,6 +13,7 @@ from music_core.errors import ConfigError, RecordError
 from music_core.evaluation import load_scorer
 from music_core.formats import iter_raw_records
 
+from .options import RewardBenchConfig
 from .scoring import EXAMPLE_COUNTS, SECTIONS, section_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini.jsonl"
@@ -38,9 +39,19 @@ class RewardBench(Evaluator):
     name = "rewardbench"
     command = "rewardbench"
     description = "RewardBench v1 accuracy per subset and section (Chat, Chat Hard, Safety, Reasoning)"
+    config_class = RewardBenchConfig
+    config_key = "rewardbench"
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return f"RewardBench v1 on {section.path} ({section.split})"
+
+    @classmethod
+    def skip_reason(cls, section: Any) -> str | None:
+        return None if section.path else "eval.rewardbench.path is null"
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
-        cfg = self.ctx.config.eval.rewardbench
+        cfg = self.section
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench.path': no RewardBench data given (hub id, local path or 'builtin')")
         examples = load_examples(cfg.path, cfg.split)

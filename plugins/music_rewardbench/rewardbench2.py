@@ -13,6 +13,7 @@ from music_core.contracts import EvalReport, Evaluator
 from music_core.errors import ConfigError, RecordError
 from music_core.formats import iter_raw_records
 
+from .options import RewardBench2Config
 from .rewardbench import batched_scorer
 from .scoring_v2 import SUBSETS_V2, subset_scores
 
@@ -41,9 +42,19 @@ class RewardBench2(Evaluator):
     name = "rewardbench-2"
     command = "rewardbench2"
     description = "RewardBench 2: best-of-4 accuracy per subset (Factuality, Precise IF, Math, Safety, Focus, Ties)"
+    config_class = RewardBench2Config
+    config_key = "rewardbench2"
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return f"RewardBench 2 on {section.path} ({section.split})"
+
+    @classmethod
+    def skip_reason(cls, section: Any) -> str | None:
+        return None if section.path else "eval.rewardbench2.path is null"
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
-        cfg = self.ctx.config.eval.rewardbench2
+        cfg = self.section
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench2.path': no RewardBench 2 data given "
                               "(hub id allenai/reward-bench-2, a local path, or 'builtin')")
