@@ -14,13 +14,18 @@ def music(*args, env, cwd):
     return subprocess.run([sys.executable, "-m", "music_core", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
-def test_trainer_and_evaluator_from_the_docs_train_and_evaluate_through_the_cli(tmp_path):
+def install_docs_plugins(tmp_path):
+    """The trainer and the evaluator of docs/hooks.md, verbatim, installed as two distributions."""
     trainer, = docs_blocks("register_trainers")
     evaluator, = docs_blocks("register_evaluators")
     site = tmp_path / "site"
     install(site, "docs_trainer", {"__init__.py": trainer})
     install(site, "docs_evaluator", {"__init__.py": evaluator})
-    env, out = env_with(site), tmp_path / "run"
+    return env_with(site)
+
+
+def test_trainer_and_evaluator_from_the_docs_train_and_evaluate_through_the_cli(tmp_path):
+    env, out = install_docs_plugins(tmp_path), tmp_path / "run"
     common = [f"run.output_dir={out}", "run.progress=false"]
     listed = music("plugins", "list", "--json", env=env, cwd=tmp_path)
     names = {c["name"]: c for c in json.loads(listed.stdout)["components"]}
@@ -62,14 +67,8 @@ def test_a_trainers_options_exist_only_when_it_is_selected(tmp_path):
                                                                   "train.output_dir"}
 
 
-
 def test_an_evaluators_options_exist_when_selected_and_music_run_uses_both_plugins(tmp_path):
-    trainer, = docs_blocks("register_trainers")
-    evaluator, = docs_blocks("register_evaluators")
-    site = tmp_path / "site"
-    install(site, "docs_trainer", {"__init__.py": trainer})
-    install(site, "docs_evaluator", {"__init__.py": evaluator})
-    env, out = env_with(site), tmp_path / "run"
+    env, out = install_docs_plugins(tmp_path), tmp_path / "run"
 
     def show(*args):
         proc = music("config", "show", *args, env=env, cwd=tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from music_core import progress
 from music_core.contracts import EvalReport, Evaluator
@@ -35,20 +35,28 @@ def batched_scorer(ctx: Any, path: str, batch_size: int) -> Any:
     return load_scorer(ctx, path, batch_size)
 
 
-class RewardBench(Evaluator):
+class BenchmarkEvaluator(Evaluator):
+    """An evaluator over benchmark data named by its section's ``path`` (null: ``music run``
+    passes over it) and ``split``."""
+
+    benchmark: ClassVar[str] = ""
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        return f"{cls.benchmark} on {section.path} ({section.split})"
+
+    @classmethod
+    def skip_reason(cls, section: Any) -> str | None:
+        return None if section.path else f"eval.{cls.section_name()}.path is null"
+
+
+class RewardBench(BenchmarkEvaluator):
     name = "rewardbench"
     command = "rewardbench"
     description = "RewardBench v1 accuracy per subset and section (Chat, Chat Hard, Safety, Reasoning)"
     config_class = RewardBenchConfig
     config_key = "rewardbench"
-
-    @classmethod
-    def describe(cls, section: Any) -> str:
-        return f"RewardBench v1 on {section.path} ({section.split})"
-
-    @classmethod
-    def skip_reason(cls, section: Any) -> str | None:
-        return None if section.path else "eval.rewardbench.path is null"
+    benchmark = "RewardBench v1"
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
         cfg = self.section

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from music_core import progress
-from music_core.contracts import EvalReport, Evaluator
+from music_core.contracts import EvalReport
 from music_core.errors import ConfigError, RecordError
 from music_core.formats import iter_raw_records
 
 from .options import RewardBench2Config
-from .rewardbench import batched_scorer
+from .rewardbench import BenchmarkEvaluator, batched_scorer
 from .scoring_v2 import SUBSETS_V2, subset_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
@@ -38,20 +38,13 @@ def load_examples_v2(path: str, split: str) -> list[dict[str, Any]]:
     return out
 
 
-class RewardBench2(Evaluator):
+class RewardBench2(BenchmarkEvaluator):
     name = "rewardbench-2"
     command = "rewardbench2"
     description = "RewardBench 2: best-of-4 accuracy per subset (Factuality, Precise IF, Math, Safety, Focus, Ties)"
     config_class = RewardBench2Config
     config_key = "rewardbench2"
-
-    @classmethod
-    def describe(cls, section: Any) -> str:
-        return f"RewardBench 2 on {section.path} ({section.split})"
-
-    @classmethod
-    def skip_reason(cls, section: Any) -> str | None:
-        return None if section.path else "eval.rewardbench2.path is null"
+    benchmark = "RewardBench 2"
 
     def run(self, reward_models: dict[str, str]) -> EvalReport:
         cfg = self.section
