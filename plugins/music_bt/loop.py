@@ -68,8 +68,9 @@ def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: An
 
 def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out: list[PairExample],
                out_dir: Path, pack: bool, pad_id: int, log_extra: dict[str, Any],
-               fingerprint: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """Train; return the unwrapped net, the accelerator and the metrics."""
+               fingerprint: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+    """Train; return the unwrapped net, the accelerator, the metrics, and the gathered full
+    state dict of a sharded run (FSDP, ZeRO-3; None otherwise: the net holds its own weights)."""
     import torch
     from accelerate import Accelerator
     from transformers import get_scheduler
@@ -186,7 +187,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     sharded = acc.distributed_type.name in ("FSDP", "DEEPSPEED")
     full_state = acc.get_state_dict(net) if sharded else None
     # without the autocast wrapper: what comes back is exported and checked in float32
-    return acc.unwrap_model(net, keep_fp32_wrapper=False), acc, {**metrics, "_full_state": full_state}
+    return acc.unwrap_model(net, keep_fp32_wrapper=False), acc, metrics, full_state
 
 
 def resolve_precision(requested: str) -> str:

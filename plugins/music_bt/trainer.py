@@ -164,9 +164,8 @@ class BradleyTerryTrainer(Trainer):
         extra = {"truncation": stats.to_dict(), "eval_truncation": eval_stats.to_dict(),
                  "encode_seconds": round(time.perf_counter() - t0, 2), "packed": pack, "backbone": cfg.backbone,
                  "head": head_name, "export_form": form, "four_bit_linear_layers": four_bit}
-        net, acc, metrics = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
+        net, acc, metrics, full_state = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra, fingerprint=fingerprint(cfg))
-        full_state = metrics.pop("_full_state", None)
         if acc.is_main_process:
             if full_state is not None:
                 net.load_state_dict(full_state)  # the gathered weights of a sharded run
