@@ -126,7 +126,8 @@ class BradleyTerryTrainer(Trainer):
                          f"{cfg.max_length} tokens: dropped {stats.dropped_turns} oldest turns, hard-cut {stats.hard_cut}")
         from transformers import AutoConfig
 
-        decoder = is_decoder(AutoConfig.from_pretrained(path))
+        backbone_config = AutoConfig.from_pretrained(path)
+        decoder = is_decoder(backbone_config)
         pack = cfg.packing and decoder  # encoders attend both ways: no causal block mask to pack with
         if cfg.attention == "flex" and not torch.cuda.is_available():
             raise ConfigError("config key 'train.attention': flex attention has no backward on CPU; "
@@ -134,6 +135,17 @@ class BradleyTerryTrainer(Trainer):
         if cfg.lora.quantize_4bit and not cfg.lora.enabled:
             raise ConfigError("config key 'train.lora.quantize_4bit': 4-bit weights are frozen; "
                               "QLoRA trains adapters, so set train.lora.enabled=true too")
+        # The head and its export form are settled before the backbone loads (minutes for a large
+        # model): a wrong head name or a head that cannot be exported stops the run at once.
+        head_name = resolve_head(cfg.head, decoder)
+        if head_name == "cls" and decoder:
+            raise ConfigError(f"config key 'train.head': the cls head reads the first token, which on a decoder "
+                              f"({cfg.backbone}) attends to nothing after it; use last-token (or auto)")
+        head = self._head(head_name, cfg.head_options)
+        form = export_form(head, backbone_config)
+        if form == "remote-code":
+            progress.log(f"reward head {head_name!r} on {cfg.backbone}: the exported model ships its own code "
+                         "(load it with trust_remote_code=True); a standard export needs last-token (decoders) or cls (encoders)")
         load: dict[str, Any] = dict(dtype=torch.float32, attention=cfg.attention, packing=pack)
         backbone = load_backbone(path, gradient_checkpointing=cfg.gradient_checkpointing and not cfg.lora.quantize_4bit,
                                  compile_layers=cfg.compile and not cfg.lora.quantize_4bit,
@@ -143,19 +155,6 @@ class BradleyTerryTrainer(Trainer):
             progress.log(f"QLoRA: {four_bit} linear layers of {cfg.backbone} hold NF4 weights")
         if cfg.lora.enabled:
             backbone = _with_lora(backbone, cfg)
-        head_name = resolve_head(cfg.head, decoder)
-        if head_name == "cls" and decoder:
-            raise ConfigError(f"config key 'train.head': the cls head reads the first token, which on a decoder "
-                              f"({cfg.backbone}) attends to nothing after it; use last-token (or auto)")
-        head = self.ctx.component("reward_head", head_name, cfg.head_options) if self.has_context else None
-        if head is None:
-            from music_core.plugins import get_registry
-
-            head = get_registry().create("reward_head", head_name, cfg.head_options)
-        form = export_form(head, backbone.config)
-        if form == "remote-code":
-            progress.log(f"reward head {head_name!r} on {cfg.backbone}: the exported model ships its own code "
-                         "(load it with trust_remote_code=True); a standard export needs last-token (decoders) or cls (encoders)")
         torch.manual_seed(cfg.seed)  # the seed is set right before the head is created
         head_module = head.build(backbone.config.hidden_size)
         net = reward_net(backbone, head, head_module)
@@ -191,6 +190,17 @@ class BradleyTerryTrainer(Trainer):
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         acc.wait_for_everyone()
         return TrainResult(model_dir=str(out_dir), metrics=metrics)
+
+    def _head(self, name: str, options: dict[str, Any]) -> Any:
+        from music_core.errors import UnknownComponentError
+        from music_core.plugins import get_registry
+
+        try:
+            if self.has_context:
+                return self.ctx.component("reward_head", name, options)
+            return get_registry().create("reward_head", name, options)
+        except UnknownComponentError as exc:
+            raise ConfigError(f"config key 'train.head': {exc} (or auto)") from None
 
     def load_scorer(self, model_dir: str, batch_size: int | None = None) -> RewardScorer:
         from .scorer import HFRewardScorer
