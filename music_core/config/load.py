@@ -69,11 +69,11 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     return cfg
 
 
-def _selection(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+def _selection(file_cfg: DictConfig | None, overrides: list[str] | tuple[str, ...]) -> DictConfig:
     """``train.trainer`` and ``eval.evaluators`` as the file and the overrides set them, read
     before any schema applies (they decide the schema)."""
     raw = OmegaConf.create({})
-    sources = [load_yaml(path)] if path is not None else []
+    sources = [file_cfg] if file_cfg is not None else []
     sources += [OmegaConf.from_dotlist([o]) for o in overrides
                 if o.split("=", 1)[0].strip() in ("train.trainer", "eval.evaluators")]
     for src in sources:
@@ -139,7 +139,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. synth.turns=3)")
-    picked = _selection(path, overrides)
+    file_cfg = load_yaml(path) if path is not None else None  # read once: it selects the schema, then fills it
+    picked = _selection(file_cfg, overrides)
     listed = OmegaConf.select(picked, "eval.evaluators", default=None)
     names = list(listed) if listed is not None else list(EvalConfig().evaluators)
     schema, trainer_cls, evaluator_classes = schema_for(
@@ -148,7 +149,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     merged = OmegaConf.structured(schema)
     if path is not None:
         try:
-            merged = OmegaConf.merge(merged, load_yaml(path))
+            merged = OmegaConf.merge(merged, file_cfg)
         except OmegaConfBaseException as exc:
             raise _explain(exc, str(path)) from None
     for item in overrides:
