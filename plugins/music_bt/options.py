@@ -11,6 +11,8 @@ from music_core.config.schema import TrainConfig
 from music_core.config.schema import option as _f
 from music_core.errors import ConfigError
 
+from .optim import OPTIMIZERS
+
 
 @dataclass
 class LoraConfig:
@@ -46,6 +48,12 @@ class BradleyTerryConfig(TrainConfig):
     margin: bool = _f(False, "subtract meta.margin inside the sigmoid, as Llama 2 did")
     center_rewards_coefficient: float | None = _f(None, "weight of the (r_c + r_r)^2 centering term, as TRL")
     precision: str = _f("auto", "auto (bf16 where the hardware has it), bf16 or fp32")
+    param_dtype: str = _f("fp32", "dtype the weights and gradients are stored in: fp32 (bf16 autocast does the math), or "
+                                  "bf16 (half the memory; updates without an fp32 master copy). The export is float32")
+    optimizer: str = _f("adamw", "adamw, adamw_8bit (bitsandbytes: 2 bytes of state per parameter instead of 8) or "
+                                 "adafactor (torch's: a factored second moment, no first)")
+    gpus: int = _f(0, "GPUs the --dry-run memory plan assumes (0: those detected)")
+    gpu_memory_gib: float = _f(0.0, "memory per GPU the --dry-run memory plan assumes, GiB (0: detected)")
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
     compile: bool = _f(False, "torch.compile each transformer layer (fuses the norms and activations; the first steps "
                               "compile)")
@@ -69,5 +77,10 @@ def check(cfg: BradleyTerryConfig) -> None:
     need(cfg.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
     need(cfg.scheduler in ("cosine", "linear", "constant"), "scheduler", "must be cosine, linear or constant")
     need(cfg.attention in ("auto", "sdpa", "flex", "varlen", "eager"), "attention", "must be auto, sdpa, flex, varlen or eager")
+    need(cfg.param_dtype in ("fp32", "bf16"), "param_dtype", "must be fp32 or bf16")
+    need(cfg.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+    need(not (cfg.param_dtype == "bf16" and cfg.precision == "fp32"), "param_dtype",
+         "bf16 weights compute in bf16; train.precision=fp32 contradicts it (use auto or bf16)")
+    need(cfg.gpus >= 0 and cfg.gpu_memory_gib >= 0, "gpus", "GPU count and memory cannot be negative")
     need(cfg.batch_size >= 1, "batch_size", "must be at least 1")
     need(cfg.max_length >= 16, "max_length", "must be at least 16")
