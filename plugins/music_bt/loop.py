@@ -13,7 +13,7 @@ from typing import Any
 
 from music_core import progress
 
-from . import checkpoint
+from . import checkpoint, fsdp
 from .batching import PairExample, group_by_tokens, packed, padded
 from .data import step_indices, total_steps
 from .options import BradleyTerryConfig as TrainConfig
@@ -75,11 +75,18 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     from accelerate import Accelerator
     from transformers import get_scheduler
 
+    from .optim import build_optimizer
+
     precision = resolve_precision(cfg.precision)
     trackers = [t for t in cfg.trackers if _tracker_available(t)]
-    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
+    # cpu=True without a GPU: accelerate then reads torchrun's WORLD_SIZE as CPU processes (gloo);
+    # without it each launched process would train alone, unaware of the others
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available(),
                       log_with=trackers or None, project_dir=str(out_dir))
     steps = total_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
+    own_fsdp = fsdp.wanted(acc)
+    if own_fsdp:  # before the optimizer sees the parameters: sharding replaces them
+        fsdp.shard(net, acc.num_processes)
     decay: list[Any] = []
     no_decay: list[Any] = []
     for name, p in net.named_parameters():
@@ -94,11 +101,22 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             groups.append({"params": body, "weight_decay": wd, "lr": cfg.lr})
         if head:
             groups.append({"params": head, "weight_decay": wd, "lr": cfg.head_lr or cfg.lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr)
     sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
     scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * steps),
                               num_training_steps=steps)
-    net, optimizer = acc.prepare(net, optimizer)
+    if acc.distributed_type.name == "DEEPSPEED":
+        # DeepSpeed asks for a fixed micro-batch size, which packing does not have (a micro-batch is
+        # a token budget); it uses the number only for its own bookkeeping, the loop feeds the engine
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        if not isinstance(ds.get("train_micro_batch_size_per_gpu"), int):
+            ds["train_micro_batch_size_per_gpu"] = 1
+            gas = ds.get("gradient_accumulation_steps")
+            ds["train_batch_size"] = acc.num_processes * (gas if isinstance(gas, int) else 1)
+    if own_fsdp:  # accelerate would wrap the sharded net in DDP; checkpoints gather the shards instead
+        acc.register_for_checkpointing(fsdp.ShardedTrainingState(net, optimizer))
+    else:
+        net, optimizer = acc.prepare(net, optimizer)
     acc.register_for_checkpointing(scheduler)
     if trackers:
         acc.init_trackers("music-rm", config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))})
@@ -108,24 +126,36 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     task = progress.Task("train", total=steps, unit="steps", completed=start)
     device = acc.device
     world, rank = acc.num_processes, acc.process_index
+    deepspeed = acc.distributed_type.name == "DEEPSPEED"
     t_total, tokens_total, computed_total = 0.0, 0.0, 0.0
     net.train()
     for step in range(start, steps):
         t0 = time.perf_counter()
         pairs = [train[i] for i in step_indices(step, len(train), cfg.batch_size, cfg.seed)]
-        mbs = batcher.micro_batches(pairs)[rank::world]
+        every = batcher.micro_batches(pairs)
+        mbs = every[rank::world]
+        weights = [1.0] * len(mbs)
+        if own_fsdp and every:
+            # every forward of a sharded net gathers parameters from all processes: all run the
+            # same number of micro-batches, the extra ones weighted zero
+            extra = -(-len(every) // world) - len(mbs)
+            mbs, weights = mbs + [every[0]] * extra, weights + [0.0] * extra
         sums = {"loss": 0.0, "correct": 0, "margin": 0.0, "pairs": 0, "real": 0, "computed": 0}
         rewards_seen: list[float] = []
-        for i, mb in enumerate(mbs):
+        for i, (mb, weight) in enumerate(zip(mbs, weights)):
             mb.to(device)
             last = i == len(mbs) - 1
-            ctx = acc.no_sync(net) if not last else _null()
+            ctx = fsdp.no_gradient_sync(net, not last) if own_fsdp else (acc.no_sync(net) if not last else _null())
+            if deepspeed:  # DeepSpeed steps inside backward, at the boundary accelerate reports: the last micro-batch
+                acc.gradient_state._set_sync_gradients(last)
             with ctx, acc.autocast():
                 r = net(mb)
                 margins = torch.tensor([p.margin for p in mb.pairs], device=r.device)
                 loss, r_c, r_r = pair_loss(r, margins, cfg.center_rewards_coefficient)
                 # mean over the step's pairs, whatever the micro-batch split and process count
-                acc.backward(loss.sum() * world / cfg.batch_size)
+                acc.backward(loss.sum() * (weight * world / cfg.batch_size))
+            if not weight:
+                continue
             sums["loss"] += float(loss.detach().sum())
             sums["correct"] += int((r_c > r_r).detach().sum())
             sums["margin"] += float((r_c - r_r).detach().sum())
@@ -134,13 +164,19 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             sums["computed"] += mb.computed_tokens
             rewards_seen += r.detach().float().tolist()
         if not mbs:  # more processes than micro-batches: still join the gradient all-reduce
+            if deepspeed:
+                acc.gradient_state._set_sync_gradients(True)
             acc.backward(sum(p.sum() for p in net.parameters() if p.requires_grad) * 0.0)
         if world > 1:  # every process saw part of the step: metrics are over all of it
             keys = ["loss", "correct", "margin", "pairs", "real", "computed"]
             summed = acc.reduce(torch.tensor([float(sums[k]) for k in keys], device=device), reduction="sum")
             sums = dict(zip(keys, summed.tolist()))
             rewards_seen = acc.gather_for_metrics(torch.tensor(rewards_seen or [0.0], device=device)).tolist()
-        grad_norm = float(acc.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else 0.0
+        # (under DeepSpeed the engine clipped at its own step, by the config's gradient_clipping; this reads the norm)
+        norm: Any = acc.clip_grad_norm_(net.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        if hasattr(norm, "full_tensor"):  # a sharded run's norm is a DTensor
+            norm = norm.full_tensor()
+        grad_norm = float(norm) if norm is not None else 0.0
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -174,7 +210,9 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             checkpoint.save(acc, out_dir, step + 1, fingerprint, recent)
     task.close()
     final_eval = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
+    strategy = "fsdp2 (torch fully_shard, gloo)" if own_fsdp else acc.distributed_type.name.lower()
     metrics = {"steps": steps, "resumed_from_step": start, "train_pairs": len(train),
+               "distributed": f"{strategy}, {world} process{'es' if world > 1 else ''}",
                "tokens_per_s": tokens_total / t_total if t_total else 0.0,
                "padding_waste": 1 - tokens_total / max(1, computed_total), **final_eval, **log_extra}
     last_train = _read_last(log_path)
@@ -185,7 +223,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     acc.wait_for_everyone()
     # Sharded strategies hold no full weights anywhere: every rank takes part in the gather.
     sharded = acc.distributed_type.name in ("FSDP", "DEEPSPEED")
-    full_state = acc.get_state_dict(net) if sharded else None
+    full_state = fsdp.full_state(net) if own_fsdp else (acc.get_state_dict(net) if sharded else None)
     # without the autocast wrapper: what comes back is exported and checked in float32
     return acc.unwrap_model(net, keep_fp32_wrapper=False), acc, metrics, full_state
 

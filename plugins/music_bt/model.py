@@ -121,6 +121,8 @@ def reward_net(backbone: Any, head: Any, head_module: Any) -> Any:
             if self.decoder:
                 kw["use_cache"] = False  # the block-diagonal packed mask is built only without a cache
             hidden = self.backbone(input_ids=batch.input_ids, **kw).last_hidden_state
-            return self.head.reward(self.score, hidden.reshape(-1, hidden.shape[-1]), batch.spans)
+            rewards = self.head.reward(self.score, hidden.reshape(-1, hidden.shape[-1]), batch.spans)
+            # a view would lose FSDP2's pre-backward hook on an in-place op: hand out a tensor of its own
+            return rewards.clone() if rewards._base is not None else rewards
 
     return RewardNet()

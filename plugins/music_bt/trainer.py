@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,8 +82,11 @@ class BradleyTerryTrainer(Trainer):
     @classmethod
     def describe(cls, cfg: Any) -> str:
         length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs} epochs"
-        return (f"{cls.name}, {cfg.head} head on {cfg.backbone}, max length {cfg.max_length}, {length}, "
-                f"batch {cfg.batch_size}, lr {cfg.lr}")
+        line = (f"{cls.name}, {cfg.head} head on {cfg.backbone}, max length {cfg.max_length}, {length}, "
+                f"batch {cfg.batch_size}, lr {cfg.lr}, {cfg.optimizer}, {cfg.param_dtype} weights")
+        from .memory import plan
+
+        return "\n    ".join([line, *plan(cfg)])
 
     def train(self, section: StageTrainConfig) -> TrainResult:
         if not isinstance(section, TrainConfig):
@@ -146,7 +151,8 @@ class BradleyTerryTrainer(Trainer):
         if form == "remote-code":
             progress.log(f"reward head {head_name!r} on {cfg.backbone}: the exported model ships its own code "
                          "(load it with trust_remote_code=True); a standard export needs last-token (decoders) or cls (encoders)")
-        load: dict[str, Any] = dict(dtype=torch.float32, attention=cfg.attention, packing=pack)
+        weights = torch.bfloat16 if cfg.param_dtype == "bf16" else torch.float32
+        load: dict[str, Any] = dict(dtype=weights, attention=cfg.attention, packing=pack)
         backbone = load_backbone(path, gradient_checkpointing=cfg.gradient_checkpointing and not cfg.lora.quantize_4bit,
                                  compile_layers=cfg.compile and not cfg.lora.quantize_4bit,
                                  quantize_4bit=cfg.lora.quantize_4bit, **load)
@@ -154,9 +160,10 @@ class BradleyTerryTrainer(Trainer):
         if cfg.lora.quantize_4bit:
             progress.log(f"QLoRA: {four_bit} linear layers of {cfg.backbone} hold NF4 weights")
         if cfg.lora.enabled:
+            torch.manual_seed(cfg.seed)  # LoRA's A matrices start random: the same in every process and run
             backbone = _with_lora(backbone, cfg)
         torch.manual_seed(cfg.seed)  # the seed is set right before the head is created
-        head_module = head.build(backbone.config.hidden_size)
+        head_module = head.build(backbone.config.hidden_size).to(weights)
         net = reward_net(backbone, head, head_module)
         if cfg.packing and not decoder:
             progress.log(f"{cfg.backbone}: an encoder; using length-grouped padded batches instead of packing")
@@ -166,12 +173,15 @@ class BradleyTerryTrainer(Trainer):
         net, acc, metrics, full_state = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra, fingerprint=fingerprint(cfg))
         if acc.is_main_process:
-            if full_state is not None:
-                net.load_state_dict(full_state)  # the gathered weights of a sharded run
+            if full_state is not None:  # a sharded run: its modules hold shards; export from a whole copy
+                net = _unsharded(net, full_state, cfg, head, backbone_config)
+            if cfg.param_dtype == "bf16":
+                net.float()  # exported (and checked against plain transformers) in float32
             if cfg.lora.quantize_4bit:
                 # QLoRA's usual export: the trained adapters merged into the full-precision base, not
                 # into its 4-bit copy, so the folder loads with plain transformers (no bitsandbytes)
-                net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
+                with _without_zero3_init():
+                    net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
             elif cfg.lora.enabled:
                 net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
             reward_stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
@@ -180,8 +190,9 @@ class BradleyTerryTrainer(Trainer):
             spec = ExportSpec(form=form, head=head, eom_id=encoder.eom_id, pad_id=pad_id, max_length=cfg.max_length,
                               card=model_card(cfg, metrics, head_name, form, encoder.add_special), metadata=meta)
             probe = [c for p in (eval_pairs or train_pairs)[:EXPORT_PROBE_PAIRS] for c in (p.chosen, p.rejected)]
-            scores = partial(_trainer_scores, net, encoder, cfg, pack, pad_id, acc.device)
-            metrics.update(export(net, tok, out_dir, spec, scores, probe))
+            scores = partial(_trainer_scores, net, encoder, cfg, pack, pad_id, next(net.parameters()).device)
+            with _without_zero3_init():  # the export builds and reloads whole models
+                metrics.update(export(net, tok, out_dir, spec, scores, probe))
             write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
             # The exported model is the result: the resume points (optimizer state, ~3x the model
             # on disk) are no longer needed once it is written.
@@ -206,6 +217,50 @@ class BradleyTerryTrainer(Trainer):
         from .scorer import HFRewardScorer
 
         return HFRewardScorer(model_dir) if batch_size is None else HFRewardScorer(model_dir, batch_size=batch_size)
+
+
+def _unsharded(trained: Any, full_state: dict[str, Any], cfg: TrainConfig, head: Any, backbone_config: Any) -> Any:
+    """The trained net as one process's plain module: the same structure built on the meta
+    device (no second load of the pretrained weights, no random init), filled with the state
+    dict gathered from the shards (FSDP, ZeRO-3). Buffers are never sharded (rotary tables and
+    the like are not in a state dict): they come from the trained modules."""
+    import torch
+    from transformers import AutoModel
+
+    from .model import reward_net
+
+    with _without_zero3_init(), torch.device("meta"):
+        backbone = AutoModel.from_config(backbone_config, attn_implementation=trained.backbone.config._attn_implementation)
+        if cfg.lora.enabled:
+            backbone = _with_lora(backbone, cfg)
+        net = reward_net(backbone, head, head.build(backbone_config.hidden_size))
+    net = net.to_empty(device="cpu")
+    missing, unexpected = net.load_state_dict(full_state, strict=False)
+    if missing or unexpected:
+        raise MusicError(f"the weights gathered from the shards do not fit the model: missing {list(missing)[:3]}, "
+                         f"unexpected {list(unexpected)[:3]}")
+    trained_buffers = dict(trained.named_buffers())
+    for name, buf in net.named_buffers():
+        if name in trained_buffers:
+            buf.copy_(trained_buffers[name].to(buf.device, buf.dtype))
+    return net.float()
+
+
+@contextlib.contextmanager
+def _without_zero3_init() -> Iterator[None]:
+    """transformers builds every model inside DeepSpeed's ZeRO-3 partitioning while a ZeRO-3
+    config is registered (the whole run, under accelerate); the whole export copy must not be."""
+    try:
+        from transformers.integrations import deepspeed as hf_ds
+    except ImportError:
+        yield
+        return
+    ref = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = ref
 
 
 def _with_lora(backbone: Any, cfg: TrainConfig) -> Any:
