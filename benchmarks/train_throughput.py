@@ -41,6 +41,10 @@ from music_bt.model import reward_net  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 WARMUP = 2  # flex attention compiles once for the first shape and once more with dynamic shapes (--warmup)
 PRESETS = {
+    # Gemma-2-9B(-Instruct)'s shape: the paper's reward-model backbone
+    "gemma2-9b": dict(arch="gemma2", vocab_size=256000, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
+                      num_attention_heads=16, num_key_value_heads=8, head_dim=256, sliding_window=4096,
+                      attn_logit_softcapping=50.0, final_logit_softcapping=30.0, query_pre_attn_scalar=256),
     # a small decoder for a 2-core CPU (SmolLM2's vocabulary and layout, fewer and narrower layers)
     "cpu-small": dict(arch="llama", vocab_size=49152, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=64),
@@ -103,7 +107,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, packed_attn, compile_layers) -> dict:
+def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, packed_attn, compile_layers,
+               optimizer="adamw", lora=0) -> dict:
     from transformers import AutoModel
 
     torch.manual_seed(0)
@@ -121,15 +126,18 @@ def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
         from music_bt.model import compile_each_layer
 
         compile_each_layer(backbone)
+    if lora:
+        backbone = with_lora(backbone, lora)
     head = LastTokenHead()
     net = reward_net(backbone, head, head.build(cfg.hidden_size).to(device)).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5, fused=device == "cuda")
+    opt = make_optimizer(net, optimizer, device)
     return _loop("packed", net, opt, pairs, steps, batch_pairs, device,
                  lambda ps: [packed(g) for g in group_by_tokens(ps, budget, padded=False)],
                  lambda mb: net(mb))
 
 
-def run_padded(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, padded_attn) -> dict:
+def run_padded(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, padded_attn,
+               optimizer="adamw", lora=0, length_sorted=False) -> dict:
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
@@ -139,12 +147,16 @@ def run_padded(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
         model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype).train()
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
+    if lora:
+        model = with_lora(model, lora, task_type="SEQ_CLS")
+    opt = make_optimizer(model, optimizer, device)
 
     def batches(ps):
         # the recipe: a fixed number of pairs per forward, chosen and rejected padded to the
         # longest in it; as many pairs per forward as the packed budget holds at the cap
         per = max(1, budget // (2 * max(len(p.chosen.ids) for p in pairs)))
+        if length_sorted:  # the recipe's best case: similar lengths share a batch, less padding
+            ps = sorted(ps, key=lambda p: max(len(p.chosen.ids), len(p.rejected.ids)))
         out = []
         for k in range(0, len(ps), per):
             group = ps[k:k + per]
@@ -163,6 +175,22 @@ def run_padded(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0]
 
     return _loop("padded", model, opt, pairs, steps, batch_pairs, device, batches, forward)
+
+
+def with_lora(model, r: int, task_type: str | None = None):
+    """LoRA on every linear layer (rank r, alpha 2r), as train.lora does."""
+    from peft import LoraConfig, get_peft_model
+
+    kw = {"task_type": task_type} if task_type else {}
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", **kw))
+
+
+def make_optimizer(model, name: str, device: str):
+    """The trainer's own optimizer choice (train.optimizer), fused AdamW on GPU."""
+    from music_bt.optim import build_optimizer
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return build_optimizer(name, [{"params": params, "weight_decay": 0.0}], 1e-5, fused=device == "cuda" and name == "adamw")
 
 
 def _loop(name, model, opt, pairs, steps, batch_pairs, device, make_batches, forward) -> dict:
@@ -195,9 +223,12 @@ def _loop(name, model, opt, pairs, steps, batch_pairs, device, make_batches, for
             used_pairs += ps
     elapsed = sum(times)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else _rss_gib()
-    return {"variant": name, "steps": steps, "seconds": round(elapsed, 3), "real_tokens": real,
-            "real_tokens_per_s": round(real / elapsed, 1), "padding_waste": round(1 - real / max(1, computed), 4),
-            "peak_memory_gib": round(peak, 2), "_pairs": used_pairs, "_elapsed": elapsed}
+    row = {"variant": name, "steps": steps, "seconds": round(elapsed, 3), "real_tokens": real,
+           "real_tokens_per_s": round(real / elapsed, 1), "padding_waste": round(1 - real / max(1, computed), 4),
+           "peak_memory_gib": round(peak, 2), "_pairs": used_pairs, "_elapsed": elapsed}
+    if device == "cuda":
+        row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    return row
 
 
 def _rss_gib() -> float:
@@ -219,6 +250,16 @@ def matmul_ceiling_tflops() -> float:
     return 2 * 8192**3 * 10 / (time.perf_counter() - t0) / 1e12
 
 
+def planned_gib(cfg, args, dtype) -> float:
+    """What the --dry-run memory planner (music_bt.memory) predicts for this packed run."""
+    from music_bt.memory import count, estimate
+
+    c = count(cfg, args.lora or 16, ["all-linear"])
+    gib, _ = estimate(c, param_dtype="bf16" if dtype == torch.bfloat16 else "fp32", optimizer=args.optimizer,
+                      lora=bool(args.lora), quantize_4bit=False, checkpointing=args.checkpointing, tokens=args.budget)
+    return round(gib, 2)
+
+
 def main() -> None:
     global WARMUP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -234,6 +275,9 @@ def main() -> None:
     ap.add_argument("--checkpointing", action="store_true")
     ap.add_argument("--compile", action="store_true", help="packed: torch.compile each transformer layer (train.compile)")
     ap.add_argument("--only", choices=["packed", "padded"], default=None)
+    ap.add_argument("--optimizer", default="adamw", help="adamw, adamw_8bit or adafactor (train.optimizer)")
+    ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tune)")
+    ap.add_argument("--length-sorted", action="store_true", help="padded: sort each step's pairs by length")
     ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed first steps (compilation)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -261,10 +305,11 @@ def main() -> None:
         try:
             if variant == "packed":
                 row = run_packed(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype, args.checkpointing,
-                                 packed_attn, args.compile)
+                                 packed_attn, args.compile, args.optimizer, args.lora)
+                row["planned_gib"] = planned_gib(cfg, args, dtype)
             else:
                 row = run_padded(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype,
-                                 args.checkpointing, padded_attn)
+                                 args.checkpointing, padded_attn, args.optimizer, args.lora, args.length_sorted)
         except Exception as exc:  # noqa: BLE001 - on a lent GPU one failed variant must not cost the other's numbers
             import traceback
 
@@ -289,6 +334,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     result = {"benchmark": "train_throughput", "device": device_name, "torch": torch.__version__,
               "preset": args.preset, "attention": attn, "checkpointing": args.checkpointing, "compile": args.compile,
+              "optimizer": args.optimizer, "lora_rank": args.lora, "padded_length_sorted": args.length_sorted,
               "flex_kernel_options": os.environ.get("MUSIC_FLEX_KERNEL_OPTIONS"), "steps": args.steps,
               "batch_pairs": args.batch_pairs, "packed_budget_tokens": args.budget,
               "length_distribution": f"log-normal median {args.median}, sigma 0.6, cap {args.cap}",
@@ -300,10 +346,11 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     cols = ["variant"] + (["error"] if any("error" in r for r in rows) else [])
     cols += ["real_tokens_per_s", "padding_waste", "peak_memory_gib", "model_tflops_per_s"] + (
-        ["mfu_vs_measured_ceiling"] if ceiling else [])
+        ["mfu_vs_measured_ceiling", "peak_reserved_gib"] if ceiling else []) + ["planned_gib"]
     md = [f"# Train throughput: packed vs padded ({args.preset})", "",
           f"`python benchmarks/train_throughput.py --preset {args.preset}` on {device_name}, torch {torch.__version__}, "
-          f"{result['date']}; attention {attn}; {args.steps} timed steps of {args.batch_pairs} pairs; lengths "
+          f"{result['date']}; attention {attn}; optimizer {args.optimizer}"
+          f"{f', LoRA r={args.lora}' if args.lora else ', full fine-tune'}; {args.steps} timed steps of {args.batch_pairs} pairs; lengths "
           f"{result['length_distribution']}" + (f"; bf16 matmul ceiling measured {ceiling:.0f} TFLOP/s" if ceiling else ""), "",
           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]
