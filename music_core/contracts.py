@@ -3,8 +3,10 @@ that what a plugin registers is one. Nothing here imports torch or a provider SD
 
 Every component is constructed the same way, ``Component(options, ctx)``: ``options`` is the
 component's own dict from the config (``synth.strategy_options``, ``train.head_options``, ...),
-validated by the component itself (``music_core.config.options`` helps), and ``ctx`` is the
-:class:`music_core.context.RunContext` of the run (config, registry, endpoints by role).
+and ``ctx`` is the :class:`music_core.context.RunContext` of the run (config, registry, endpoints
+by role). A component that declares ``options_class`` (a dataclass) has that dict checked
+against it when the config loads (unknown keys and wrong types are errors naming the key);
+``music_core.config.options(cls, values, key)`` turns the dict into the dataclass.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: a dataclass of this component's options (fields made with ``music_core.config.schema.option``);
+    #: the config loader validates the component's ``*_options`` dict against it
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, options: dict[str, Any] | None = None, ctx: RunContext | None = None):
         self.options = dict(options or {})

@@ -92,3 +92,25 @@ def test_an_evaluators_options_exist_when_selected_and_music_run_uses_both_plugi
                  "eval.polite.rude=a very long and rude answer indeed", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())["x"] is True
+
+
+def test_a_components_declared_options_are_checked_when_the_config_loads(tmp_path):
+    """The docs' contrast strategy, installed as a distribution: its options_class is enforced at
+    load (unknown option, wrong type, its own __post_init__ rule), each naming the key, before
+    any stage runs; good options pass."""
+    strategy, = docs_blocks("register_contrast_strategies")
+    site = tmp_path / "site"
+    install(site, "docs_strategy", {"__init__.py": strategy})
+    env = env_with(site)
+    sel = ["synth.strategy=shouting", "synth.fallback_strategy=null"]
+    for bad, named in (("synth.strategy_options.loudness=3", "synth.strategy_options.loudness"),
+                       ("synth.strategy_options.volume=lots", "synth.strategy_options"),
+                       ("synth.strategy_options.volume=9", "synth.strategy_options.volume': must be between 0 and 5")):
+        for cmd in (["config", "show"], ["run", "--dry-run"]):
+            proc = music(*cmd, *sel, bad, env=env, cwd=tmp_path)
+            assert proc.returncode != 0 and named in proc.stderr, (cmd, bad, proc.stderr[-500:])
+    ok = music("config", "show", *sel, "synth.strategy_options.volume=3", env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    # a bundled component's rule moved to load time too: the judge's verdict
+    proc = music("config", "show", "eval.bon.judge_options.verdict=maybe", env=env, cwd=tmp_path)
+    assert proc.returncode != 0 and "eval.bon.judge_options.verdict" in proc.stderr

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
-from .schema import EvalConfig, MusicConfig, TrainConfig
+from .schema import EvalConfig, MusicConfig, OptionError, TrainConfig
 
 PROMPT_PROFILES = ("paper", "small-model")
 SYNTH_ROLES = ("user_simulator", "assistant_simulator", "contrast")
@@ -164,11 +164,41 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     except OmegaConfBaseException as exc:
         raise _explain(exc, str(path) if path else "config") from None
     check_semantics(cfg)
+    check_component_options(cfg)
     if trainer_cls is not None:
         trainer_cls.check_config(cfg.train)
     for key, cls in evaluator_classes.items():
         cls.check_config(getattr(cfg.eval, key), cfg)
     return cfg
+
+
+def check_component_options(cfg: MusicConfig) -> None:
+    """Every ``*_options`` dict against the options the component it belongs to declares
+    (``options_class``), wherever in the config it sits: core stages and plugin sections alike.
+    A component that is not registered, or declares nothing, is left to its stage."""
+    from ..plugins import get_registry
+
+    reg = get_registry()
+
+    def walk(section: Any, prefix: str) -> None:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            kind = f.metadata.get("component_kind")
+            if kind:
+                selected = getattr(section, f.metadata["selected_by"], None)
+                if f.metadata["selected_by"] == "user_simulator" and selected == "auto":
+                    selected = resolve_user_simulator(cfg)
+                try:
+                    cls = reg.get(kind, selected) if selected else None
+                except Exception:  # not registered: the stage that builds it names the problem
+                    cls = None
+                options_class = getattr(cls, "options_class", None)
+                if options_class is not None:
+                    options(options_class, value, f"{prefix}{f.name}")
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                walk(value, f"{prefix}{f.name}.")
+
+    walk(cfg, "")
 
 
 def check_semantics(cfg: MusicConfig) -> None:
@@ -232,3 +262,7 @@ def options(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise _explain(exc, "config").__class__(f"bad value under '{key}': {str(exc).splitlines()[0]}") from None
+    except OptionError as exc:  # the options' own rules (__post_init__)
+        raise ConfigError(f"config key '{key}.{exc.option}': {exc.message}") from None
+    except ValueError as exc:
+        raise ConfigError(f"bad value under '{key}': {exc}") from None

@@ -23,6 +23,23 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+class OptionError(ValueError):
+    """Raised by an options dataclass's ``__post_init__`` for a value its type allows but the
+    component does not (``OptionError("verdict", "must be auto, logprobs or text")``); the config
+    loader reports it as an error of that key."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+def component_options(kind: str, selected_by: str, help: str) -> Any:
+    """The options dict of the component that the sibling key ``selected_by`` names (a ``kind``
+    from the registry). The config loader checks it against that component's ``options_class``,
+    so a wrong key or value fails at load, naming the key, not when the component is built."""
+    return field(default_factory=dict, metadata={"help": help, "component_kind": kind, "selected_by": selected_by})
+
+
 _f = option
 
 
@@ -94,23 +111,24 @@ class SeedsConfig(DataSourceConfig):
 class SynthConfig:
     turns: int = _f(3, "T: simulated turns per branch (paper: 5)")
     strategy: str = _f("instruction-contrast", "contrast strategy applied in the rejected branch")
-    strategy_options: dict[str, Any] = _f({}, "options of the contrast strategy")
+    strategy_options: dict[str, Any] = component_options("contrast_strategy", "strategy", "options of the contrast strategy")
     fallback_strategy: str | None = _f("forget-history", "strategy for a turn the main one cannot contrast "
                                           "(a rewrite that never validates); null makes such turns error rows, as in the paper")
     prompt_profile: str = _f("auto", "paper (the paper's prompts: full history, the assistant sees only the modified "
                              "instruction), small-model (simplifications that help a 135M model; docs/prompt-profiles.md), "
                              "or auto: small-model when every synthesis role runs on the `local` provider, else paper")
     user_simulator: str = _f("auto", "registered user simulator; auto: transcript (paper profile) or role-flip (small-model)")
-    user_simulator_options: dict[str, Any] = _f({}, "options of the user simulator")
+    user_simulator_options: dict[str, Any] = component_options("simulator", "user_simulator", "options of the user simulator")
     assistant_simulator: str = _f("default", "registered assistant simulator")
-    assistant_simulator_options: dict[str, Any] = _f({}, "options of the assistant simulator")
+    assistant_simulator_options: dict[str, Any] = component_options("simulator", "assistant_simulator",
+                                                                     "options of the assistant simulator")
     shared_user_turns: bool = _f(False, "variant: the rejected branch reuses the chosen branch's user turns")
     contrast_from_turn: int = _f(1, "variant: apply contrast from this simulated turn on (1 = every turn, the paper)")
     max_context_tokens: int = _f(3072, "stop a rollout early once a branch reaches this many tokens (estimated)")
     concurrency: int = _f(32, "rollouts in flight at once")
     output: str | None = _f(None, "pairs JSONL (default: <output_dir>/synth/pairs.jsonl)")
     filter: str | None = _f("distinct-answers", "registered pair filter applied before a pair is written (null: none)")
-    filter_options: dict[str, Any] = _f({}, "options of the pair filter")
+    filter_options: dict[str, Any] = component_options("pair_filter", "filter", "options of the pair filter")
     shard: str | None = _f(None, "i/n: synthesize only seeds i, i+n, ... into a shard file")
 
 

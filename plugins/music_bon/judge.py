@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from music_core.config import options
+from music_core.config.schema import OptionError
 from music_core.contracts import FilterVerdict, Judge, PairFilter, Verdict
 from music_core.data import Message, PreferencePair
 from music_core.judging import judge_both_orders
@@ -28,6 +29,12 @@ class JudgeOptions:
     max_chars_per_message: int = 700
     max_tokens: int = 120
     temperature: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.verdict not in ("auto", "logprobs", "text"):
+            raise OptionError("verdict", "must be auto, logprobs or text")
+        if not 0.0 <= self.tie_margin < 0.5:
+            raise OptionError("tie_margin", "must be in [0, 0.5)")
 
 # The label's token may come after a few tokens of preamble (a space, a quote, "**"): read the
 # first of these positions whose likeliest tokens include a label.
@@ -86,15 +93,12 @@ class PairwiseJudge(Judge):
     servers), else parses a JSON verdict from text (Gemini, Anthropic)."""
 
     name = "pairwise"
+    options_class = JudgeOptions
     description = "LLM judge of two whole conversations (coherence, consistency, instructions, helpfulness)"
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
         self.opts = options(JudgeOptions, opts, "eval.bon.judge_options")
-        if self.opts.verdict not in ("auto", "logprobs", "text"):
-            from music_core.errors import ConfigError
-
-            raise ConfigError("config key 'eval.bon.judge_options.verdict': must be auto, logprobs or text")
         self.template = load_template(self.opts.template or TEMPLATES / "pairwise_judge.yaml")
         self.label_template = load_template(self.opts.label_template or TEMPLATES / "pairwise_judge_label.yaml")
         self.tie_margin = self.opts.tie_margin

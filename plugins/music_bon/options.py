@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from music_core.config.schema import DataSourceConfig
+from music_core.config.schema import DataSourceConfig, component_options
 from music_core.config.schema import option as _f
 
 
@@ -23,7 +23,7 @@ class BonConfig:
     turns: int = _f(2, "H: assistant turns per conversation (paper: 3)")
     n: list[int] = _f([1, 2, 4], "candidates per turn; N=1 is the single-sample baseline")
     judge: str = _f("pairwise", "registered judge")
-    judge_options: dict[str, Any] = _f({}, "options of the judge")
+    judge_options: dict[str, Any] = component_options("judge", "judge", "options of the judge")
     greedy_baseline: bool = _f(False, "N=1 decodes greedily (the paper's 'BoN vs greedy'); else one sample")
     distinct_candidates: bool = _f(True, "a candidate that repeats an earlier one of its pool is sampled again "
                                          "(up to 4 times; the count is reported)")

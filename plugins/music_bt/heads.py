@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from music_core.config import options
+from music_core.config.schema import OptionError
 from music_core.contracts import RewardHead
 
 
@@ -78,22 +79,23 @@ class MeanPoolHead(RewardHead):
 class PerTurnOptions:
     combine: str = "mean"  # mean | min | last
 
+    def __post_init__(self) -> None:
+        if self.combine not in ("mean", "min", "last"):
+            raise OptionError("combine", "must be mean, min or last")
+
 
 class PerTurnHead(RewardHead):
     """Scores the end of every assistant turn and combines them: a conversation is only as good
     as its turns (``min``), on average (``mean``), or as its last (``last``)."""
 
     name = "per-turn"
+    options_class = PerTurnOptions
     description = "scores every assistant turn's end, combined by mean, min or last (exports with remote code)"
     code = "music_bt.head_code.per_turn"
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
         self.opts = options(PerTurnOptions, opts, "train.head_options")
-        if self.opts.combine not in ("mean", "min", "last"):
-            from music_core.errors import ConfigError
-
-            raise ConfigError("config key 'train.head_options.combine': must be mean, min or last")
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.opts)

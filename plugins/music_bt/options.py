@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from music_core.config.schema import TrainConfig
+from music_core.config.schema import TrainConfig, component_options
 from music_core.config.schema import option as _f
 from music_core.errors import ConfigError
 
@@ -33,7 +33,7 @@ class BradleyTerryConfig(TrainConfig):
     head: str = _f("auto", "registered reward head: auto (the backbone's own classifier head, so the model exports as "
                            "standard transformers: last-token on decoders, the paper's; cls on encoders), last-token, cls, "
                            "mean-pool, per-turn (the last two export with remote code)")
-    head_options: dict[str, Any] = _f({}, "options of the reward head")
+    head_options: dict[str, Any] = component_options("reward_head", "head", "options of the reward head")
     max_length: int = _f(512, "token cap per conversation; longer ones lose their oldest turns")
     max_steps: int = _f(-1, "optimizer steps; -1 means epochs decide")
     epochs: float = _f(6.0, "passes over the training pairs when max_steps is -1")

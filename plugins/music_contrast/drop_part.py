@@ -33,6 +33,7 @@ def split_parts(text: str) -> list[str]:
 
 class DropPartContrast(ContrastStrategy):
     name = "drop-part"
+    options_class = DropPartOptions
     description = "answers the instruction with one of its parts silently dropped"
 
     def __init__(self, opts=None, ctx=None):

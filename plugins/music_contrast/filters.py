@@ -21,6 +21,7 @@ class DistinctAnswersFilter(PairFilter):
     between chosen and rejected by more than ``max_similarity`` (word-level)."""
 
     name = "distinct-answers"
+    options_class = DistinctOptions
     description = "drops pairs whose chosen and rejected answers are near copies"
 
     def __init__(self, opts=None, ctx=None):

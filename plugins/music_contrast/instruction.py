@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from music_core.config import options
+from music_core.config.schema import OptionError
 from music_core.contracts import ContrastError, ContrastOutcome, ContrastRequest, ContrastStrategy
 from music_core.data import Message
 from music_core.errors import ConfigError
@@ -59,9 +60,18 @@ class InstructionContrastOptions:
     max_tokens: int | None = None
     temperature: float | None = None
 
+    def __post_init__(self) -> None:  # None: the prompt profile's default, filled in at construction
+        if self.context not in (None, "history", "last-answer"):
+            raise OptionError("context", f"{self.context!r} is not history or last-answer")
+        if not 0.0 <= self.min_similarity <= self.max_similarity <= 1.0:
+            raise OptionError("min_similarity", "needs 0 <= min_similarity <= max_similarity <= 1")
+        if self.max_attempts < 1:
+            raise OptionError("max_attempts", "must be at least 1")
+
 
 class InstructionContrast(ContrastStrategy):
     name = "instruction-contrast"
+    options_class = InstructionContrastOptions
     description = "the paper's: answer a semantically adjacent, modified instruction"
 
     def __init__(self, opts=None, ctx=None):

@@ -29,6 +29,7 @@ class AssistantOptions:
 
 class DefaultAssistant(AssistantSimulator):
     name = "default"
+    options_class = AssistantOptions
     description = "answers the last user turn; strategies may add guidance"
 
     def __init__(self, opts=None, ctx=None):

@@ -79,6 +79,7 @@ class TranscriptOptions:
 
 class TranscriptUser(_ValidatingUser):
     name = "transcript"
+    options_class = TranscriptOptions
     description = "the paper profile's user simulator: reads the whole conversation, writes the next user message"
 
     def __init__(self, opts=None, ctx=None):
@@ -109,6 +110,7 @@ class RoleFlipOptions:
 
 class RoleFlipUser(_ValidatingUser):
     name = "role-flip"
+    options_class = RoleFlipOptions
     description = "the small-model profile's user simulator: continues the conversation from a role-swapped view"
 
     def __init__(self, opts=None, ctx=None):
