@@ -295,6 +295,16 @@ class Verdict:
     method: str = "text"
 
 
+class ModelAlias(Component):
+    """A short name for a model that this machine can load, as ``train.backbone``,
+    ``models.<name>.model`` (local provider) or ``--rm`` take it. ``name`` is the alias
+    (``minilm``) or a glob over what users write (``*.gguf``); ``resolve(requested)`` returns a
+    local folder or file that transformers loads (materialising it first if it has to)."""
+
+    @abstractmethod
+    def resolve(self, requested: str) -> str: ...
+
+
 class Judge(Component):
     """Compares two whole conversations that share a prefix. The core runs it in both orders
     (:func:`music_core.judging.judge_both_orders`). With probabilities in both orders the

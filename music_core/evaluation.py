@@ -16,7 +16,14 @@ from .training_stage import RM_MARKER
 def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
     """The scorer of an RM folder, from the trainer named in its ``music_rm.json``. RMs saved
     elsewhere (any HF sequence-classification folder, or a hub id such as
-    ``Skywork/Skywork-Reward-Llama-3.1-8B``) go through ``bradley-terry``'s scorer."""
+    ``Skywork/Skywork-Reward-Llama-3.1-8B``) go through ``bradley-terry``'s scorer. A registered
+    model alias names its folder."""
+    from .models import resolve_model
+
+    try:
+        model_dir = resolve_model(model_dir)
+    except MusicError:
+        raise MusicError(f"reward model folder not found: {Path(model_dir)}") from None
     path = Path(model_dir)
     hub_id = not path.exists() and model_dir.count("/") == 1 and not model_dir.startswith((".", "/", "~"))
     if not path.exists() and not hub_id:

@@ -118,6 +118,24 @@ def register_pair_filters(register: Register) -> None:
 
 
 @hookspec
+def register_model_aliases(register: Register) -> None:
+    """Register model aliases: subclasses of :class:`music_core.contracts.ModelAlias` that turn
+    a short name (or a glob such as ``*.gguf``) into a local folder or file to load.
+
+    Called once when plugins load. ``music_core.models.resolve_model`` consults them wherever a
+    model is named (``train.backbone``, the local provider's ``model``, ``--rm``).
+
+    :param register: ``register(cls: type[ModelAlias], name: str | None = None)``
+
+    Example::
+
+        @hookimpl
+        def register_model_aliases(register):
+            register(TeamBackbone)  # name = "team-backbone"
+    """
+
+
+@hookspec
 def register_reward_heads(register: Register) -> None:
     """Register reward heads: subclasses of :class:`music_core.contracts.RewardHead` that turn
     hidden states into one reward per conversation.

@@ -25,6 +25,7 @@ from .registry import KINDS, Registry
 
 CORE_PLUGINS = ("music_core.commands",)
 DEFAULT_PLUGINS = CORE_PLUGINS + (
+    "music_assets",
     "music_data",
     "music_simulators",
     "music_contrast",

@@ -21,7 +21,7 @@ def tiny_decoder(path: Path, layers: int = 2) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     if (path / "config.json").exists():
         return path
@@ -42,7 +42,7 @@ def tiny_gemma2(path: Path, sliding_window: int = 16) -> Path:
     import torch
     from transformers import AutoTokenizer, Gemma2Config, Gemma2Model
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     if (path / "config.json").exists():
         return path
@@ -61,7 +61,7 @@ def tiny_encoder(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     if (path / "config.json").exists():
         return path

@@ -42,7 +42,7 @@ def test_no_double_bos_and_reward_position_from_mask(plugins):
     from music_bt.encoding import ConversationEncoder
     from transformers import AutoTokenizer
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     enc = ConversationEncoder(tok, 256)
@@ -61,7 +61,7 @@ def test_overlong_conversation_drops_oldest_turns_and_is_counted():
     from music_bt.encoding import ConversationEncoder, TruncationStats, encode_pair
     from transformers import AutoTokenizer
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
     enc = ConversationEncoder(tok, 48)
@@ -81,7 +81,7 @@ def test_lint_flags_reward_position_inside_shared_prefix():
     from music_bt.encoding import ConversationEncoder, TruncationStats, encode_pair
     from transformers import AutoTokenizer
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     enc = ConversationEncoder(AutoTokenizer.from_pretrained(resolve_model("minilm")), 64)
     same = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]

@@ -114,3 +114,25 @@ def test_a_components_declared_options_are_checked_when_the_config_loads(tmp_pat
     # a bundled component's rule moved to load time too: the judge's verdict
     proc = music("config", "show", "eval.bon.judge_options.verdict=maybe", env=env, cwd=tmp_path)
     assert proc.returncode != 0 and "eval.bon.judge_options.verdict" in proc.stderr
+
+
+def test_hook_register_model_aliases(tmp_path):
+    """The docs' alias, installed as a distribution: listed with its distribution, and
+    `train.backbone=team-backbone` trains the folder it resolves to."""
+    from bt_helpers import tiny_decoder, write_pairs
+
+    alias, = docs_blocks("register_model_aliases")
+    site = tmp_path / "site"
+    install(site, "docs_alias", {"__init__.py": alias})
+    env = {**env_with(site), "TEAM_BACKBONE": str(tiny_decoder(tmp_path / "dec"))}
+    listed = json.loads(music("plugins", "list", "--json", env=env, cwd=tmp_path).stdout)["components"]
+    names = {c["name"]: c for c in listed}
+    assert names["team-backbone"]["kind"] == "model_alias" and names["team-backbone"]["distribution"] == "docs-alias"
+    assert names["minilm"]["kind"] == "model_alias"  # the bundled ones come through the same hook
+    data = write_pairs(tmp_path / "d.jsonl")
+    proc = music("train", f"run.output_dir={tmp_path / 'run'}", "run.progress=false", f"train.train_data={data}",
+                 "train.backbone=team-backbone", "train.head=last-token", "train.precision=fp32", "train.max_steps=2",
+                 env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "rm" / "metrics.json").read_text())
+    assert metrics["backbone"] == "team-backbone" and metrics["steps"] == 2

@@ -23,7 +23,7 @@ def tiny_roberta(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     if (path / "config.json").exists():
         return path

@@ -24,7 +24,7 @@ def plain_rm(path: Path, *, trl_layout: bool = False) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ def _gemma2_rm(path: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, Gemma2Config, Gemma2ForSequenceClassification
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     cfg = Gemma2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

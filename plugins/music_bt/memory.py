@@ -61,7 +61,7 @@ def backbone_config(backbone: str) -> tuple[Any, str]:
     """The backbone's config and where it came from (its folder or hub cache, else the table)."""
     from transformers import AutoConfig
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     try:  # a plan calls nothing: a folder, or the hub cache, never the network
         return AutoConfig.from_pretrained(resolve_model(backbone), local_files_only=True), "config"

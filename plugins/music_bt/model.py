@@ -16,8 +16,11 @@ def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointi
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as exc:
+        from music_core.models import alias_names
+
+        aliases = ", ".join(a for a in alias_names() if "*" not in a)
         raise MusicError(f"train.backbone: cannot load {path!r} ({str(exc).splitlines()[0]}); offline? "
-                         "use a local folder or an alias (minilm, smollm2-135m)") from None
+                         f"use a local folder or an alias ({aliases}; `music plugins list` shows them)") from None
     kwargs: dict[str, Any] = {"dtype": dtype}
     impl = attention_impl(config, attention, packing and is_decoder(config))
     if impl:

@@ -29,7 +29,7 @@ class LoraConfig:
 class BradleyTerryConfig(TrainConfig):
     """``train.*`` when ``train.trainer`` is ``bradley-terry``."""
 
-    backbone: str = _f("minilm", "alias (minilm, smollm2-135m), local folder or hub id")
+    backbone: str = _f("minilm", "model alias (minilm, smollm2-135m, *.gguf; `music plugins list` shows all), local folder or hub id")
     head: str = _f("auto", "registered reward head: auto (the backbone's own classifier head, so the model exports as "
                            "standard transformers: last-token on decoders, the paper's; cls on encoders), last-token, cls, "
                            "mean-pool, per-turn (the last two export with remote code)")

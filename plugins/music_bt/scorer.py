@@ -34,7 +34,7 @@ class HFRewardScorer(RewardScorer):
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from music_core.assets import quiet_transformers
+        from music_core.models import quiet_transformers
 
         from .encoding import ConversationEncoder
 

