@@ -45,7 +45,7 @@ def make_toy(folder: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from bt_helpers import write_pairs
 
-    from music_core.assets import resolve_model
+    from music_core.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
