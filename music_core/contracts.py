@@ -111,11 +111,16 @@ class ContrastRequest:
 @dataclass
 class ContrastOutcome:
     """The rejected answer; ``modified_instruction`` is ``u'_t`` (None when the strategy changes
-    the context instead of the words), kept in provenance only."""
+    the context instead of the words), kept in provenance only. ``attempts``: tries this turn
+    took (1 = the first was usable); ``noop``: the strategy had nothing to change (the report
+    counts such turns; a fallback that changes nothing fails the turn). Both are stored per turn
+    in the pair's meta. ``info`` is the strategy's own, stored beside them, never read by the core."""
 
     answer: str
     modified_instruction: str | None
     info: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+    noop: bool = False
 
 
 class ContrastError(Exception):

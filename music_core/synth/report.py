@@ -23,8 +23,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_json_lines(path)] if path.exists() else []
 
 
-def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
-          max_attempts: int = 4) -> dict[str, Any]:
+def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> dict[str, Any]:
     run = run or {}
     pairs = _read(out)
     paths = side_paths(out)
@@ -42,14 +41,13 @@ def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | 
     attempts = [a for p in pairs for a in p["meta"].get("user_turn_attempts", [])]
     attempts += [a for e in errors for a in e.get("user_turn_attempts", [])]
     sim_failures = sum(1 for p in pairs if str(p["meta"].get("stop_reason", "")).startswith("user_simulator_failed"))
-    draws = sum(attempts) + sim_failures * max_attempts
+    draws = sum(attempts) + sum(p["meta"].get("user_turn_failed_attempts", 0) for p in pairs)
     contrasted = [t for p in pairs for t in p["meta"].get("turns", []) if t.get("contrasted")]
-    infos = [t.get("strategy_info") or {} for t in contrasted]
-    fallback_turns = sum(1 for i in infos if "fallback" in i)
+    fallback_turns = sum(1 for t in contrasted if t.get("fallback_reason") is not None)
     rejections = Counter(r for p in pairs for r in p["meta"].get("user_turn_rejections", []))
     rejections.update(r for e in errors for r in e.get("user_turn_rejections", []))
     drawn = len(attempts) + sum(rejections.values())
-    rewrite_attempts = [i["rewrite_attempts"] for i in infos if "rewrite_attempts" in i]
+    strategy_attempts = [t.get("strategy_attempts", 1) for t in contrasted if t.get("fallback_reason") is None]
     total = len(pairs) + len(errors) + len(filtered)
     config = json.loads(paths["config"].read_text()) if paths["config"].exists() else {}
     report = {
@@ -77,11 +75,13 @@ def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | 
             "rejections_by_reason": dict(rejections.most_common()),
         },
         "contrast": {
-            "turns": len(infos),
+            "turns": len(contrasted),
             "fallbacks": fallback_turns,
             "by_strategy": dict(Counter(t.get("strategy") or "?" for t in contrasted)),
-            "noop_turns": sum(1 for i in infos if i.get("noop")),
-            "rewrite_first_try": round(sum(1 for a in rewrite_attempts if a == 1) / max(1, len(rewrite_attempts)), 4) if rewrite_attempts else None,
+            "noop_turns": sum(1 for t in contrasted if t.get("noop")),
+            # the main strategy's turns that its first try made (instruction-contrast: the first rewrite)
+            "first_try": round(sum(1 for a in strategy_attempts if a == 1) / max(1, len(strategy_attempts)), 4)
+            if strategy_attempts else None,
         },
         "tokens_in_pairs": {k: sum(p["meta"].get("usage", {}).get(k, 0) for p in pairs)
                             for k in ("samples", "prompt_tokens", "completion_tokens")},
@@ -108,7 +108,7 @@ def to_markdown(r: dict[str, Any]) -> str:
              f"{r['user_simulator']['rejection_rate']:.1%} of samples rejected: {r['user_simulator']['rejections_by_reason']}",
              f"- contrast: {r['contrast']['turns']} turns by strategy {r['contrast']['by_strategy']}, "
              f"{r['contrast']['noop_turns']} with nothing to contrast"
-             + (f", rewrites valid on first try {r['contrast']['rewrite_first_try']:.1%}" if r['contrast']['rewrite_first_try'] is not None else ""),
+             + (f", made on the strategy's first try {r['contrast']['first_try']:.1%}" if r['contrast']['first_try'] is not None else ""),
              ]
     if r["error_kinds"]:
         lines.append(f"- error kinds: {r['error_kinds']}")

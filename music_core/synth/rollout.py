@@ -127,23 +127,23 @@ class RolloutEngine:
         self.provenance = provenance
         self.seed = seed
 
-    async def _contrast(self, req: ContrastRequest, chosen_step: Any) -> tuple[Any, ContrastOutcome, str]:
-        """The chosen answer, the rejected outcome and the strategy that made it. A fallback is
-        recorded as such, and may never hand back the chosen answer as the rejected one."""
+    async def _contrast(self, req: ContrastRequest, chosen_step: Any) -> tuple[Any, ContrastOutcome, str, str | None]:
+        """The chosen answer, the rejected outcome, the strategy that made it, and why the main
+        strategy gave up when a fallback made it (None otherwise). A fallback may never hand
+        back the chosen answer as the rejected one."""
         try:
             a_chosen, outcome = await both(chosen_step, self.strategy.contrast(req))
-            return a_chosen, outcome, self.strategy.name
+            return a_chosen, outcome, self.strategy.name, None
         except ContrastError as exc:
             if self.fallback is None:
                 raise
             reason = str(exc)
         a_chosen = chosen_step.result()  # a finished task: both() waited for it
         outcome = await self.fallback.contrast(req)
-        if outcome.info.get("noop") or normalize(outcome.answer) == normalize(a_chosen.text):
+        if outcome.noop or normalize(outcome.answer) == normalize(a_chosen.text):
             raise ContrastError(f"fallback {self.fallback.name} gave the chosen answer again "
                                 f"(after: {reason[:200]})")
-        outcome.info = {**outcome.info, "fallback": self.fallback.name, "fallback_reason": reason[:300]}
-        return a_chosen, outcome, self.fallback.name
+        return a_chosen, outcome, self.fallback.name, reason[:300]
 
     def _tokens(self, msgs: list[Message], client: Any) -> int:
         return sum(client.count_tokens(m["content"]) + 4 for m in msgs)
@@ -162,6 +162,7 @@ class RolloutEngine:
         attempts: list[int] = []
         rejections: list[str] = []  # why user-simulator samples were refused, one reason each
         stop_reason = "turns"
+        failed_attempts = 0  # samples the user simulator drew for a turn it then gave up on
         for t in range(1, s.turns + 1):
             contrast = t >= s.contrast_from_turn
             original = rejected[-1]["content"]
@@ -170,11 +171,12 @@ class RolloutEngine:
                 if contrast:
                     req = ContrastRequest(history=rejected[:-1], instruction=original, turn=t, assistant=self.assistant,
                                           assistant_llm=asst_llm, rewrite_llm=rewrite_llm, rng=rng)
-                    a_chosen, outcome, made_by = await self._contrast(req, chosen_step)
-                    a_rejected, modified, info = outcome.answer, outcome.modified_instruction, outcome.info
+                    a_chosen, outcome, made_by, fell_back = await self._contrast(req, chosen_step)
+                    a_rejected, modified = outcome.answer, outcome.modified_instruction
                 else:
                     a_chosen, plain = await both(chosen_step, self.assistant.respond(rejected, asst_llm))
-                    a_rejected, modified, info, made_by = plain.text, None, {}, None
+                    a_rejected, modified, made_by, fell_back = plain.text, None, None, None
+                    outcome = ContrastOutcome(plain.text, None)
             except Exception as exc:
                 if must_propagate(exc):
                     raise  # transient or the endpoint's: the runner decides, this is no result
@@ -183,9 +185,10 @@ class RolloutEngine:
             chosen.append({"role": "assistant", "content": a_chosen.text})
             rejected.append({"role": "assistant", "content": a_rejected})
             turns.append({"turn": t, "original": original, "modified": modified, "contrasted": contrast,
-                          "strategy": made_by,
+                          "strategy": made_by, "strategy_attempts": outcome.attempts, "noop": outcome.noop,
+                          "fallback_reason": fell_back,
                           "chosen_user": chosen[-2]["content"] if chosen[-2]["content"] != original else None,
-                          "strategy_info": info})
+                          "strategy_info": outcome.info})
             if t == s.turns:
                 break
             budget = s.max_context_tokens
@@ -204,7 +207,9 @@ class RolloutEngine:
                     raise
                 # The turns so far still make a valid pair; a user simulator that cannot give a
                 # usable turn ends the conversation early, as the end token would.
-                rejections += list(getattr(exc, "reasons", []))
+                reasons = list(getattr(exc, "reasons", []))
+                rejections += reasons
+                failed_attempts = max(1, len(reasons))  # one reason per refused sample
                 stop_reason = f"user_simulator_failed: {type(exc).__name__}"
                 break
             attempts += [nxt_c.attempts] + ([] if s.shared_user_turns else [nxt_r.attempts])
@@ -218,14 +223,14 @@ class RolloutEngine:
         if chosen == rejected:
             return RolloutResult(None, "chosen and rejected came out identical", "identical", attempts, rejections)
         made = [t["strategy"] for t in turns if t["contrasted"]]
-        fallback_turns = sum(1 for t in turns if "fallback" in t["strategy_info"])
+        fallback_turns = sum(1 for t in turns if t["fallback_reason"] is not None)
         meta = {
             **self.provenance,
             "seed_id": seed.id, "seed_conversation": seed.conversation_id, "seed_source": seed.source,
             "seed_group": seed.group,
             "context_turns": seed.context_turns, "prefix_messages": len(seed.context) + 1,
             "num_turns": len(turns), "stop_reason": stop_reason, "turns": turns, "user_turn_attempts": attempts,
-            "user_turn_rejections": rejections,
+            "user_turn_rejections": rejections, "user_turn_failed_attempts": failed_attempts,
             "turn_strategies": made, "fallback_turns": fallback_turns,
             "made_by_fallback": "none" if not fallback_turns else "wholly" if fallback_turns == len(made) else "partly",
             "usage": {"samples": tally.samples, "prompt_tokens": tally.prompt_tokens,

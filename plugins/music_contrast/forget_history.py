@@ -19,4 +19,4 @@ class ForgetHistoryContrast(ContrastStrategy):
                                                  request.assistant_llm)
         # At a first turn with no earlier context there is nothing to forget: say so.
         return ContrastOutcome(answer=answer.text, modified_instruction=None,
-                               info={"hidden_messages": hidden, "noop": hidden == 0})
+                               info={"hidden_messages": hidden}, noop=hidden == 0)

@@ -140,8 +140,8 @@ class InstructionContrast(ContrastStrategy):
                         if self.opts.guidance and self.template.guidance else None)
             answer = await request.assistant.respond(request.history + [{"role": "user", "content": value}],
                                                      request.assistant_llm, guidance=guidance)
-            return ContrastOutcome(answer=answer.text, modified_instruction=value,
-                                   info={"rewrite_attempts": attempt + 1, "template": self.template.tag,
+            return ContrastOutcome(answer=answer.text, modified_instruction=value, attempts=attempt + 1,
+                                   info={"template": self.template.tag,
                                          "rewrite_rejected": reasons, "profile": self.profile,
                                          "similarity": round(similarity(value, request.instruction), 3)})
         raise ContrastError(f"instruction-contrast: no valid rewrite in {self.opts.max_attempts} attempts "
