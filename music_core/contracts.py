@@ -242,8 +242,16 @@ class RewardHead(Component):
 
 @dataclass
 class TrainResult:
+    """What a trainer hands the training stage. ``metrics``: everything it measured (kept in its
+    own files). ``summary``: the few numbers a run report shows, label -> value, in order
+    (``{"held-out accuracy": 0.84, "steps": 60}``); ``description``: one line saying what was
+    trained (``"last-token head on minilm"``). The stage records both beside the trainer's name
+    in the RM folder's ``music_trainer.json``; reports read that, never a trainer's own files."""
+
     model_dir: str
     metrics: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
 
 class RewardScorer(ABC):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import write_text_atomic
+from .training_stage import RM_MARKER
 
 
 def _load(path: Path) -> Any:
@@ -24,7 +25,7 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     out = ctx.output_dir
     synth = _load(ctx.synth_output().with_name(ctx.synth_output().stem + ".report.json"))
     mix = _load(ctx.mix_dir() / "summary.json")
-    rms = {name: _load(ctx.rm_dir(name) / "metrics.json") for name in ("baseline", "music")}
+    rms = {name: _load(ctx.rm_dir(name) / RM_MARKER) for name in ("baseline", "music")}  # the training stage's record
     evals = {}
     for name in ctx.config.eval.evaluators:
         res = _load(ctx.eval_dir() / name / "results.json")
@@ -54,14 +55,13 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     if mix:
         lines += ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "
                   f"{mix['synthetic_share_of_train']:.0%}).", ""]
-    if any(rms.values()):
-        lines += ["## Reward models", "", "| RM | train pairs | steps | final train loss | held-out accuracy | held-out pairs | "
-                  "tokens/s | export |", "|---|---|---|---|---|---|---|---|"]
-        for name, m in rms.items():
-            if m:
-                lines.append(f"| {name} | {m.get('train_pairs')} | {m.get('steps')} | {m.get('final_loss', float('nan')):.3f} | "
-                             f"{m.get('eval_accuracy', float('nan')):.3f} | {m.get('eval_pairs', 0)} | {m.get('tokens_per_s', 0):.0f} | "
-                             f"{m.get('export_form', '?')} |")
+    summaries = {name: (m or {}).get("summary") or {} for name, m in rms.items()}
+    if any(summaries.values()):
+        labels = list(dict.fromkeys(k for s in summaries.values() for k in s))  # in the trainer's order
+        lines += ["## Reward models", "", "| RM | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for name, summary in summaries.items():
+            if summary:
+                lines.append(f"| {name} | " + " | ".join(_cell(summary.get(k)) for k in labels) + " |")
         lines.append("")
     for e in evals.values():
         lines += [e["markdown"], ""]
@@ -74,8 +74,13 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
 
 
 def _trained_with(rms: dict[str, Any], trainer: str) -> str:
-    """The trainer, and the head and backbone where its metrics name them."""
-    heads = sorted({str(m["head"]) for m in rms.values() if m and m.get("head")})
-    backbones = sorted({str(m["backbone"]) for m in rms.values() if m and m.get("backbone")})
-    detail = f": `{', '.join(heads)}` head on `{', '.join(backbones)}`" if heads and backbones else ""
-    return f"trainer `{trainer}`{detail}"
+    """The trainer, and what it says it trained."""
+    trainers = sorted({str(m.get("trainer")) for m in rms.values() if m and m.get("trainer")}) or [trainer]
+    described = sorted({str(m["description"]) for m in rms.values() if m and m.get("description")})
+    return f"trainer `{', '.join(trainers)}`" + (f": {'; '.join(described)}" if described else "")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return "" if value is None else str(value)

@@ -34,5 +34,6 @@ def train_reward_model(ctx: Any, name: str | None = None, train_data: str | None
     # through that trainer, whatever the trainer itself writes.
     out = Path(result.model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / RM_MARKER, json.dumps({"trainer": cfg.trainer}) + "\n")
+    marker = {"trainer": cfg.trainer, "description": result.description, "summary": result.summary}
+    write_text_atomic(out / RM_MARKER, json.dumps(marker, default=str) + "\n")
     return result

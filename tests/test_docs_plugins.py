@@ -34,7 +34,7 @@ def test_trainer_and_evaluator_from_the_docs_train_and_evaluate_through_the_cli(
         proc = music(*step, env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     rm = out / "rm"
-    assert json.loads((rm / "music_trainer.json").read_text()) == {"trainer": "length"}
+    assert json.loads((rm / "music_trainer.json").read_text()) == {"trainer": "length", "description": "", "summary": {}}
     proc = music("eval", "polite", "--rm", f"length={rm}", *common, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())

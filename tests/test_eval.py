@@ -206,6 +206,9 @@ def test_offline_music_run_end_to_end_with_real_models(tmp_path):
     report = (out / "report.md").read_text()
     for section in ("## Synthesis", "## Reward models", "## Multi-turn Best-of-N", "## Pairwise accuracy", "## RewardBench"):
         assert section in report
+    # the reward-model table and line come from the training stage's record of the trainer's summary
+    assert "| RM | train pairs | steps | final train loss | held-out accuracy |" in report
+    assert "trainer `bradley-terry`: `cls` head on `minilm`" in report
     assert (out / "eval" / "best-of-n" / "winrate_heatmap.png").stat().st_size > 1000
     # the heatmap link resolves from the run report and from the evaluator's own report
     assert "![win rates](eval/best-of-n/winrate_heatmap.png)" in report

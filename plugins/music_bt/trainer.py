@@ -200,7 +200,12 @@ class BradleyTerryTrainer(Trainer):
 
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         acc.wait_for_everyone()
-        return TrainResult(model_dir=str(out_dir), metrics=metrics)
+        summary = {"train pairs": metrics.get("train_pairs"), "steps": metrics.get("steps"),
+                   "final train loss": metrics.get("final_loss"), "held-out accuracy": metrics.get("eval_accuracy"),
+                   "held-out pairs": metrics.get("eval_pairs", 0), "tokens/s": metrics.get("tokens_per_s"),
+                   "export": metrics.get("export_form")}
+        return TrainResult(model_dir=str(out_dir), metrics=metrics, summary=summary,
+                           description=f"`{head_name}` head on `{cfg.backbone}`")
 
     def _head(self, name: str, options: dict[str, Any]) -> Any:
         from music_core.errors import UnknownComponentError
