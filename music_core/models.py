@@ -49,7 +49,13 @@ def alias_names() -> list[str]:
 
 
 def quiet_transformers() -> None:
-    """No per-load progress bars and advisories from transformers: our own progress says more."""
+    """No per-load progress bars and advisories from transformers: our own progress says more.
+    Without CUDA, DeepSpeed (when installed, imported by accelerate) is told it runs on the CPU,
+    instead of printing a warning that it found no GPU into every run's output."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
