@@ -111,6 +111,9 @@ def test_a_components_declared_options_are_checked_when_the_config_loads(tmp_pat
             assert proc.returncode != 0 and named in proc.stderr, (cmd, bad, proc.stderr[-500:])
     ok = music("config", "show", *sel, "synth.strategy_options.volume=3", env=env, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-1000:]
+    listed = music("config", "show", "--help-keys", *sel, "synth.strategy_options.volume=3", env=env, cwd=tmp_path)
+    assert "synth.strategy_options.volume (int) = 3" in listed.stdout  # the selected component's options
+    assert "synth.strategy_options.volume" not in music("config", "show", "--help-keys", env=env, cwd=tmp_path).stdout
     # a bundled component's rule moved to load time too: the judge's verdict
     proc = music("config", "show", "eval.bon.judge_options.verdict=maybe", env=env, cwd=tmp_path)
     assert proc.returncode != 0 and "eval.bon.judge_options.verdict" in proc.stderr

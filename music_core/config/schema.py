@@ -188,9 +188,12 @@ class MusicConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
 
 
-def describe_keys(cfg: Any, obj: Any = None, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+def describe_keys(cfg: Any, obj: Any = None, prefix: str = "",
+                  options_of: Any = None) -> list[tuple[str, str, Any, str]]:
     """(dotted key, type, current value, help) for every field, nested sections flattened;
-    dict-valued sections of endpoints and prompt sets are listed per entry."""
+    dict-valued sections of endpoints and prompt sets are listed per entry. ``options_of(kind,
+    name)`` (the registry's view) adds the options the selected components declare under their
+    ``*_options`` key, with the value the config gives or the default."""
     import dataclasses
 
     obj = cfg if obj is None else obj
@@ -199,11 +202,20 @@ def describe_keys(cfg: Any, obj: Any = None, prefix: str = "") -> list[tuple[str
         value = getattr(obj, f.name)
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
-            rows += describe_keys(cfg, value, key + ".")
+            rows += describe_keys(cfg, value, key + ".", options_of)
         elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
             for name, entry in value.items():
-                rows += describe_keys(cfg, entry, f"{key}.{name}.")
+                rows += describe_keys(cfg, entry, f"{key}.{name}.", options_of)
         else:
             type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             rows.append((key, type_name, value, f.metadata.get("help", "")))
+            kind = f.metadata.get("component_kind")
+            selected = getattr(obj, f.metadata.get("selected_by", ""), None) if kind else None
+            declared = options_of(kind, selected) if (options_of and selected) else None
+            for opt in dataclasses.fields(declared) if declared else ():
+                default = opt.default if opt.default is not dataclasses.MISSING else (
+                    opt.default_factory() if opt.default_factory is not dataclasses.MISSING else None)
+                opt_type = opt.type if isinstance(opt.type, str) else getattr(opt.type, "__name__", str(opt.type))
+                rows.append((f"{key}.{opt.name}", opt_type, value.get(opt.name, default),
+                             opt.metadata.get("help") or f"option of {str(kind).replace('_', ' ')} {selected!r}"))
     return rows
