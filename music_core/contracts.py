@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -341,8 +342,39 @@ class EvalReport:
     figures: list[str] = field(default_factory=list)
 
 
+class RewardModel(str):
+    """A reward model handed to an evaluator: its folder or hub id (it *is* that string, so code
+    that treats it as a path keeps working), its ``name`` in the run, and ``scorer(batch_size)``:
+    the scorer loaded by the trainer that made the folder (recorded by the training stage; any
+    other HF sequence-classifier through bradley-terry's), once per batch size."""
+
+    name: str
+    _load: Callable[[str, int | None], RewardScorer]
+    _scorers: dict[int | None, RewardScorer]
+
+    def __new__(cls, path: str, name: str = "", load: Callable[[str, int | None], RewardScorer] | None = None) -> RewardModel:
+        obj = super().__new__(cls, path)
+        obj.name = name
+        if load is None:
+            def load(path: str, batch_size: int | None) -> RewardScorer:
+                raise RuntimeError(f"reward model {path!r} was made without a loader")
+        obj._load, obj._scorers = load, {}
+        return obj
+
+    @property
+    def path(self) -> str:
+        return str.__str__(self)
+
+    def scorer(self, batch_size: int | None = None) -> RewardScorer:
+        """``batch_size``: conversations per forward pass (None: the trainer's choice)."""
+        if batch_size not in self._scorers:
+            self._scorers[batch_size] = self._load(self.path, batch_size)
+        return self._scorers[batch_size]
+
+
 class Evaluator(Component):
-    """Evaluates reward models (name -> RM folder). ``command`` is its ``music eval`` name.
+    """Evaluates reward models: ``run`` gets name -> :class:`RewardModel` (a path that loads its
+    own scorer). ``command`` is its ``music eval`` name.
 
     ``config_class``: a dataclass of this evaluator's options (fields made with
     ``music_core.config.schema.option``), the section ``eval.<config_key>`` (default: the
@@ -384,4 +416,4 @@ class Evaluator(Component):
         return None
 
     @abstractmethod
-    def run(self, reward_models: dict[str, str]) -> EvalReport: ...
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport: ...

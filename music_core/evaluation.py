@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .contracts import EvalReport, RewardScorer
+from .contracts import EvalReport, RewardModel, RewardScorer
 from .errors import ConfigError, MusicError
 from .jsonl import write_text_atomic
 from .training_stage import RM_MARKER
@@ -51,7 +51,8 @@ def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, s
 def run_evaluator(ctx: Any, name: str, reward_models: dict[str, str] | None = None) -> dict[str, Any]:
     rms = resolve_reward_models(ctx, reward_models)
     evaluator = ctx.component("evaluator", name)
-    report: EvalReport = evaluator.run(rms)
+    handles = {rm: RewardModel(path, rm, lambda p, bs: load_scorer(ctx, p, bs)) for rm, path in rms.items()}
+    report: EvalReport = evaluator.run(handles)
     out = ctx.eval_dir() / name
     results_path, md_path = out / "results.json", out / "report.md"
     write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results},

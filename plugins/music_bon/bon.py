@@ -21,10 +21,9 @@ from typing import Any
 
 from music_core import progress
 from music_core.config import resolve_user_simulator
-from music_core.contracts import EvalReport, Evaluator
+from music_core.contracts import EvalReport, Evaluator, RewardModel
 from music_core.data import Conversation, Message
 from music_core.errors import ConfigError
-from music_core.evaluation import load_scorer
 from music_core.jsonl import write_jsonl_atomic
 from music_core.judging import JudgedPair, judge_both_orders
 
@@ -95,7 +94,7 @@ class BestOfN(Evaluator):
         comparisons = prompts * len(bigger) * (rms + rms * (rms - 1) / 2)
         add("judge", 2 * comparisons, 2 * comparisons, 300 + 2 * (60 + b.turns * 2 * turn_tok))
 
-    def run(self, reward_models: dict[str, str]) -> EvalReport:
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         return asyncio.run(self._run(reward_models))
 
     def load_prompts(self) -> list[tuple[str, str, list[Message]]]:
@@ -112,10 +111,10 @@ class BestOfN(Evaluator):
             out += kept[: ps.limit] if ps.limit else kept
         return out
 
-    async def _run(self, reward_models: dict[str, str]) -> EvalReport:
+    async def _run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         ctx, cfg = self.ctx, self.section
         prompts = self.load_prompts()
-        scorers = {name: load_scorer(ctx, path) for name, path in reward_models.items()}
+        scorers = {name: rm.scorer() for name, rm in reward_models.items()}
         locks = {name: threading.Lock() for name in scorers}
         policy, user_llm = ctx.role("policy"), ctx.role("user_simulator")
         user = ctx.component("simulator", resolve_user_simulator(ctx.config), ctx.config.synth.user_simulator_options)

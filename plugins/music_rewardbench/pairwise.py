@@ -7,13 +7,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from music_core.contracts import EvalReport, Evaluator
+from music_core.contracts import EvalReport, Evaluator, RewardModel
 from music_core.data import PreferencePair
 from music_core.errors import MusicError
 from music_core.formats import load_pairs
 
 from .options import PairwiseEvalConfig
-from .rewardbench import batched_scorer
 
 
 def first_divergent_turn(pair: PreferencePair) -> int:
@@ -38,7 +37,7 @@ class PairwiseAccuracy(Evaluator):
     def describe(cls, section: Any) -> str:
         return f"pairwise accuracy on {section.data or 'the mix eval split'}"
 
-    def run(self, reward_models: dict[str, str]) -> EvalReport:
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         path = cfg.data or str(self.ctx.mix_dir() / "eval.jsonl")
         if not Path(path).exists() and not cfg.data:
@@ -46,7 +45,7 @@ class PairwiseAccuracy(Evaluator):
         pairs = load_pairs(path)  # our pairs, or any Skywork/TRL/ShareGPT file; a bad line names file:line
         results: dict[str, Any] = {"data": path, "pairs": len(pairs), "models": {}}
         for name, rm in reward_models.items():
-            scorer = batched_scorer(self.ctx, rm, cfg.batch_size)
+            scorer = rm.scorer(cfg.batch_size)
             rc = scorer.score([p.chosen for p in pairs])
             rr = scorer.score([p.rejected for p in pairs])
             groups: dict[str, dict[str, list[int]]] = {"source": defaultdict(list), "strategy": defaultdict(list),

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from music_core import progress
-from music_core.contracts import EvalReport, Evaluator
+from music_core.contracts import EvalReport, Evaluator, RewardModel
+from music_core.data import Message
 from music_core.errors import ConfigError, RecordError
-from music_core.evaluation import load_scorer
 from music_core.formats import iter_raw_records
 
 from .options import RewardBenchConfig
@@ -28,11 +28,6 @@ def load_examples(path: str, split: str) -> list[dict[str, Any]]:
             raise RecordError(where, line, f"RewardBench record lacks {missing}")
         out.append(rec)
     return out
-
-
-def batched_scorer(ctx: Any, path: str, batch_size: int) -> Any:
-    """The RM's scorer, loaded by its trainer with the evaluator's batch size."""
-    return load_scorer(ctx, path, batch_size)
 
 
 class BenchmarkEvaluator(Evaluator):
@@ -58,17 +53,19 @@ class RewardBench(BenchmarkEvaluator):
     config_key = "rewardbench"
     benchmark = "RewardBench v1"
 
-    def run(self, reward_models: dict[str, str]) -> EvalReport:
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench.path': no RewardBench data given (hub id, local path or 'builtin')")
         examples = load_examples(cfg.path, cfg.split)
-        convs_c = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["chosen"]}] for e in examples]
-        convs_r = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["rejected"]}] for e in examples]
+        convs_c: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["chosen"]}]
+                                        for e in examples]
+        convs_r: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["rejected"]}]
+                                        for e in examples]
         per_rm: dict[str, Any] = {}
         task = progress.Task("rewardbench", total=len(reward_models))
-        for name, path in reward_models.items():
-            scorer = batched_scorer(self.ctx, path, cfg.batch_size)
+        for name, rm in reward_models.items():
+            scorer = rm.scorer(cfg.batch_size)
             rc, rr = scorer.score(convs_c), scorer.score(convs_r)  # the scorer sorts by length itself
             correct: dict[str, list[int]] = defaultdict(list)
             for e, c, r in zip(examples, rc, rr):

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from music_core import progress
-from music_core.contracts import EvalReport
+from music_core.contracts import EvalReport, RewardModel
+from music_core.data import Message
 from music_core.errors import ConfigError, RecordError
 from music_core.formats import iter_raw_records
 
 from .options import RewardBench2Config
-from .rewardbench import BenchmarkEvaluator, batched_scorer
+from .rewardbench import BenchmarkEvaluator
 from .scoring_v2 import SUBSETS_V2, subset_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
@@ -46,21 +47,22 @@ class RewardBench2(BenchmarkEvaluator):
     config_key = "rewardbench2"
     benchmark = "RewardBench 2"
 
-    def run(self, reward_models: dict[str, str]) -> EvalReport:
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench2.path': no RewardBench 2 data given "
                               "(hub id allenai/reward-bench-2, a local path, or 'builtin')")
         examples = load_examples_v2(cfg.path, cfg.split)
-        convs, owner = [], []
+        convs: list[list[Message]] = []
+        owner: list[int] = []
         for i, e in enumerate(examples):
             for completion in list(e["chosen"]) + list(e["rejected"]):  # correct ones first, as RewardBench 2 orders them
                 convs.append([{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": completion}])
                 owner.append(i)
         per_rm: dict[str, Any] = {}
         task = progress.Task("rewardbench-2", total=len(reward_models), unit="models")
-        for name, path in reward_models.items():
-            scorer = batched_scorer(self.ctx, path, cfg.batch_size)
+        for name, rm in reward_models.items():
+            scorer = rm.scorer(cfg.batch_size)
             flat = scorer.score(convs)
             scores: list[list[float]] = [[] for _ in examples]
             for i, s in zip(owner, flat):
