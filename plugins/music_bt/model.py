@@ -11,16 +11,10 @@ def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointi
                   compile_layers: bool = False, quantize_4bit: bool = False) -> Any:
     from transformers import AutoConfig, AutoModel
 
-    from music_core.errors import MusicError
-
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as exc:
-        from music_core.models import alias_names
-
-        aliases = ", ".join(a for a in alias_names() if "*" not in a)
-        raise MusicError(f"train.backbone: cannot load {path!r} ({str(exc).splitlines()[0]}); offline? "
-                         f"use a local folder or an alias ({aliases}; `music plugins list` shows them)") from None
+        raise unloadable_backbone(path, exc) from None
     kwargs: dict[str, Any] = {"dtype": dtype}
     impl = attention_impl(config, attention, packing and is_decoder(config))
     if impl:
@@ -33,6 +27,16 @@ def load_backbone(path: str, *, dtype: Any, attention: str, gradient_checkpointi
     if compile_layers:
         compile_each_layer(model)
     return model
+
+
+def unloadable_backbone(path: str, exc: Exception) -> Exception:
+    """The error for a backbone that neither an alias, a folder nor the hub cache provides."""
+    from music_core.errors import MusicError
+    from music_core.models import alias_names
+
+    aliases = ", ".join(a for a in alias_names() if "*" not in a)
+    return MusicError(f"config key 'train.backbone': cannot load {path!r} ({str(exc).splitlines()[0]}); offline? "
+                      f"use a local folder or an alias ({aliases}; `music plugins list` shows them)")
 
 
 def four_bit_loading() -> dict[str, Any]:

@@ -102,7 +102,7 @@ class BradleyTerryTrainer(Trainer):
         from .encoding import ConversationEncoder, TruncationStats
         from .export import ExportSpec, choose_pad_id, export, export_form
         from .loop import train_loop
-        from .model import is_decoder, load_backbone, reward_net
+        from .model import is_decoder, load_backbone, reward_net, unloadable_backbone
 
         quiet_transformers()
         if not cfg.train_data:
@@ -114,7 +114,10 @@ class BradleyTerryTrainer(Trainer):
         if not train_pairs:
             raise MusicError(f"{cfg.train_data}: no training pairs")
         path = resolve_model(cfg.backbone)
-        tok = AutoTokenizer.from_pretrained(path)
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+        except OSError as exc:  # the first thing that reads the backbone: say which key names it
+            raise unloadable_backbone(path, exc) from None
         encoder = ConversationEncoder(tok, cfg.max_length)
         pad_id = choose_pad_id(tok, encoder.eom_id)
         t0 = time.perf_counter()
