@@ -36,7 +36,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
                 str(Path(__file__).resolve().parent)]
 
 from music_bt.scorer import HFRewardScorer  # noqa: E402
-from train_throughput import PRESETS, make_config, matmul_ceiling_tflops, sync  # noqa: E402
+from train_throughput import PRESETS, flops_per_sequence, make_config, matmul_ceiling_tflops, sync  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,11 +47,8 @@ def lengths(n: int, median: float, cap: int, seed: int) -> list[int]:
 
 
 def forward_flops(cfg, t: int) -> float:
-    d_attn = cfg.num_attention_heads * cfg.head_dim
-    n_layer_params = cfg.num_hidden_layers * (
-        cfg.hidden_size * d_attn * 2 + cfg.hidden_size * cfg.num_key_value_heads * cfg.head_dim * 2
-        + 3 * cfg.hidden_size * cfg.intermediate_size)
-    return 2 * n_layer_params * t + 2 * cfg.num_hidden_layers * d_attn * t * t
+    """A third of training's useful FLOPs (the forward pass alone)."""
+    return flops_per_sequence(cfg, t) / 3
 
 
 def build(cfg, attn: str, device: str, dtype) -> torch.nn.Module:

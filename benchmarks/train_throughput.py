@@ -88,18 +88,18 @@ def make_pairs(n: int, median: float, cap: int, vocab: int, seed: int) -> list[P
     return pairs
 
 
-def flops_per_pair(cfg, p: PairExample) -> float:
-    """Useful training FLOPs (forward + backward) for the pair's real tokens: 6 x non-embedding
-    params per token, plus causal attention 6 x layers x (heads x head_dim) x T^2 per sequence."""
+def flops_per_sequence(cfg, t: int) -> float:
+    """Useful training FLOPs (forward + backward) for t real tokens: 6 x non-embedding params per
+    token, plus causal attention 6 x layers x (heads x head_dim) x T^2."""
     d_attn = cfg.num_attention_heads * cfg.head_dim
     n_layer_params = cfg.num_hidden_layers * (
         cfg.hidden_size * d_attn * 2 + cfg.hidden_size * cfg.num_key_value_heads * cfg.head_dim * 2
         + 3 * cfg.hidden_size * cfg.intermediate_size)
-    total = 0.0
-    for e in (p.chosen, p.rejected):
-        t = len(e.ids)
-        total += 6 * n_layer_params * t + 6 * cfg.num_hidden_layers * d_attn * t * t
-    return total
+    return 6 * n_layer_params * t + 6 * cfg.num_hidden_layers * d_attn * t * t
+
+
+def flops_per_pair(cfg, p: PairExample) -> float:
+    return flops_per_sequence(cfg, len(p.chosen.ids)) + flops_per_sequence(cfg, len(p.rejected.ids))
 
 
 def sync() -> None:

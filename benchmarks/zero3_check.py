@@ -39,22 +39,10 @@ def train(out: Path, args: argparse.Namespace, launcher: list[str]) -> tuple[dic
 def make_toy(folder: Path) -> None:
     """The toy backbone (a 2-layer Llama, SmolLM2's tokenizer) and pairs the check trains on,
     written here to be carried to a machine that cannot install the offline assets."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-
     sys.path.insert(0, str(ROOT / "tests"))
-    from bt_helpers import write_pairs
+    from bt_helpers import tiny_decoder, write_pairs
 
-    from music_core.models import resolve_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaModel(cfg).save_pretrained(folder / "dec")
-    tok.save_pretrained(folder / "dec")
+    tiny_decoder(folder / "dec", hidden=32)  # half the tests' width: the folder travels to the GPU machine
     write_pairs(folder / "d.jsonl")
     write_pairs(folder / "h.jsonl", n=8, seed=1)
 

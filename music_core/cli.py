@@ -122,17 +122,11 @@ def config_show(config_path: str | None, overrides: tuple[str, ...], help_keys: 
 
     cfg = load_cli_config(config_path, overrides)
     if help_keys:
-        from .config import resolve_user_simulator
+        from .config.load import declared_options
         from .config.schema import describe_keys
-        from .plugins import get_registry
 
         def options_of(kind: str, name: str) -> Any:
-            if kind == "simulator" and name == "auto":
-                name = resolve_user_simulator(cfg)
-            try:
-                return getattr(get_registry().get(kind, name), "options_class", None)
-            except Exception:  # not registered: nothing to list, its stage names the problem
-                return None
+            return declared_options(cfg, kind, name)
 
         for key, type_name, value, meaning in describe_keys(cfg, options_of=options_of):
             click.echo(f"{key} ({type_name}) = {value!r}\n    {meaning}")

@@ -17,7 +17,7 @@ SLOW_TRAIN_MAIN = (
 )
 
 
-def tiny_decoder(path: Path, layers: int = 2) -> Path:
+def tiny_decoder(path: Path, layers: int = 2, hidden: int = 64) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
@@ -26,7 +26,7 @@ def tiny_decoder(path: Path, layers: int = 2) -> Path:
     if (path / "config.json").exists():
         return path
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=True)

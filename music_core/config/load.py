@@ -172,27 +172,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return cfg
 
 
+def declared_options(cfg: MusicConfig, kind: str, name: str | None) -> type | None:
+    """The ``options_class`` of the component ``name`` of ``kind`` (the user simulator's ``auto``
+    resolved as synthesis resolves it); None when none is selected, registered or declared."""
+    from ..plugins import get_registry
+
+    if name == "auto" and kind == "simulator":
+        name = resolve_user_simulator(cfg)
+    try:
+        cls = get_registry().get(kind, name) if name else None
+    except Exception:  # not registered: the stage that builds it names the problem
+        return None
+    return getattr(cls, "options_class", None)
+
+
 def check_component_options(cfg: MusicConfig) -> None:
     """Every ``*_options`` dict against the options the component it belongs to declares
     (``options_class``), wherever in the config it sits: core stages and plugin sections alike.
     A component that is not registered, or declares nothing, is left to its stage."""
-    from ..plugins import get_registry
-
-    reg = get_registry()
-
     def walk(section: Any, prefix: str) -> None:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             kind = f.metadata.get("component_kind")
             if kind:
-                selected = getattr(section, f.metadata["selected_by"], None)
-                if f.metadata["selected_by"] == "user_simulator" and selected == "auto":
-                    selected = resolve_user_simulator(cfg)
-                try:
-                    cls = reg.get(kind, selected) if selected else None
-                except Exception:  # not registered: the stage that builds it names the problem
-                    cls = None
-                options_class = getattr(cls, "options_class", None)
+                options_class = declared_options(cfg, kind, getattr(section, f.metadata["selected_by"], None))
                 if options_class is not None:
                     options(options_class, value, f"{prefix}{f.name}")
             elif dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -81,7 +81,6 @@ def count(config: Any, lora_r: int, lora_targets: list[str]) -> Counts:
         model = AutoModel.from_config(config, attn_implementation="eager")
     params = sum(p.numel() for p in model.parameters())
     linear = lora = 0
-    shapes = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             linear += module.weight.numel()

@@ -176,32 +176,32 @@ class BradleyTerryTrainer(Trainer):
         net, acc, metrics, full_state = train_loop(cfg=cfg, net=net, train=train, held_out=held, out_dir=out_dir, pack=pack,
                                        pad_id=pad_id, log_extra=extra, fingerprint=fingerprint(cfg))
         if acc.is_main_process:
-            if full_state is not None:  # a sharded run: its modules hold shards; export from a whole copy
-                net = _unsharded(net, full_state, cfg, head, backbone_config)
-            if cfg.param_dtype == "bf16":
-                net.float()  # exported (and checked against plain transformers) in float32
-            if cfg.lora.quantize_4bit:
-                # QLoRA's usual export: the trained adapters merged into the full-precision base, not
-                # into its 4-bit copy, so the folder loads with plain transformers (no bitsandbytes)
-                with _without_zero3_init():
+            # the export builds and reloads whole models: never inside ZeRO-3's partitioning
+            with _without_zero3_init():
+                if full_state is not None:  # a sharded run: its modules hold shards; export from a whole copy
+                    net = _unsharded(net, full_state, cfg, head, backbone_config)
+                if cfg.param_dtype == "bf16":
+                    net.float()  # exported (and checked against plain transformers) in float32
+                if cfg.lora.quantize_4bit:
+                    # QLoRA's usual export: the trained adapters merged into the full-precision base, not
+                    # into its 4-bit copy, so the folder loads with plain transformers (no bitsandbytes)
                     net.backbone = _merged_into_full_precision(net.backbone, path, cfg, load)
-            elif cfg.lora.enabled:
-                net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
-            reward_stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
-            meta = {"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name,
-                    "truncation": TRUNCATION_RULE, "reward_stats": reward_stats}
-            spec = ExportSpec(form=form, head=head, eom_id=encoder.eom_id, pad_id=pad_id, max_length=cfg.max_length,
-                              card=model_card(cfg, metrics, head_name, form, encoder.add_special), metadata=meta)
-            probe = [c for p in (eval_pairs or train_pairs)[:EXPORT_PROBE_PAIRS] for c in (p.chosen, p.rejected)]
-            scores = partial(_trainer_scores, net, encoder, cfg, pack, pad_id, next(net.parameters()).device)
-            with _without_zero3_init():  # the export builds and reloads whole models
+                elif cfg.lora.enabled:
+                    net.backbone = net.backbone.merge_and_unload()  # a plain backbone: loads without peft
+                reward_stats = {"mean": metrics["eval_reward_mean"], "std": metrics["eval_reward_std"]} if held else {}
+                meta = {"backbone": cfg.backbone, "add_special_tokens": encoder.add_special, "trainer": self.name,
+                        "truncation": TRUNCATION_RULE, "reward_stats": reward_stats}
+                spec = ExportSpec(form=form, head=head, eom_id=encoder.eom_id, pad_id=pad_id, max_length=cfg.max_length,
+                                  card=model_card(cfg, metrics, head_name, form, encoder.add_special), metadata=meta)
+                probe = [c for p in (eval_pairs or train_pairs)[:EXPORT_PROBE_PAIRS] for c in (p.chosen, p.rejected)]
+                scores = partial(_trainer_scores, net, encoder, cfg, pack, pad_id, next(net.parameters()).device)
                 metrics.update(export(net, tok, out_dir, spec, scores, probe))
-            write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
-            # The exported model is the result: the resume points (optimizer state, ~3x the model
-            # on disk) are no longer needed once it is written.
-            import shutil
+                write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+                # The exported model is the result: the resume points (optimizer state, ~3x the model
+                # on disk) are no longer needed once it is written.
+                import shutil
 
-            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+                shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         acc.wait_for_everyone()
         summary = {"train pairs": metrics.get("train_pairs"), "steps": metrics.get("steps"),
                    "final train loss": metrics.get("final_loss"), "held-out accuracy": metrics.get("eval_accuracy"),
@@ -237,7 +237,7 @@ def _unsharded(trained: Any, full_state: dict[str, Any], cfg: TrainConfig, head:
 
     from .model import reward_net
 
-    with _without_zero3_init(), torch.device("meta"):
+    with torch.device("meta"):  # the caller holds _without_zero3_init()
         backbone = AutoModel.from_config(backbone_config, attn_implementation=trained.backbone.config._attn_implementation)
         if cfg.lora.enabled:
             backbone = _with_lora(backbone, cfg)
