@@ -223,6 +223,16 @@ def check_semantics(cfg: MusicConfig) -> None:
         for k in ("rpm", "tpm"):
             v = getattr(ep, k)
             need(v is None or v > 0, f"models.{name}.{k}", "must be > 0 when set")
+        need(ep.mode in ("online", "batch"), f"models.{name}.mode", f"is {ep.mode!r}; use online or batch")
+        need(not (ep.base_url and ep.base_urls), f"models.{name}.base_urls",
+             "set base_url (one server) or base_urls (replicas), not both")
+        need(len(set(ep.base_urls)) == len(ep.base_urls), f"models.{name}.base_urls", "lists a replica twice")
+        need(ep.replica_cooldown_s >= 0, f"models.{name}.replica_cooldown_s", "must be >= 0")
+        for k in ("batch_linger_s", "batch_poll_s", "batch_poll_max_s"):
+            need(getattr(ep, k) > 0, f"models.{name}.{k}", "must be > 0")
+        need(ep.batch_max_requests is None or ep.batch_max_requests >= 1, f"models.{name}.batch_max_requests",
+             "must be at least 1 when set")
+        need(0 < ep.batch_price_factor <= 1, f"models.{name}.batch_price_factor", "must be in (0, 1]")
     need(cfg.synth.turns >= 1, "synth.turns", "must be at least 1")
     need(cfg.synth.prompt_profile in PROMPT_PROFILES + ("auto",), "synth.prompt_profile",
          f"must be auto, {' or '.join(PROMPT_PROFILES)}")

@@ -50,6 +50,16 @@ class EndpointConfig:
     provider: str = _f(MISSING, "registered chat provider: gemini, openai, anthropic, local, ...")
     model: str = _f(MISSING, "model id at the provider, or for `local` a GGUF file, HF folder or alias")
     base_url: str | None = _f(None, "API base URL (an OpenAI-compatible server, a proxy, a test server)")
+    base_urls: list[str] = _f([], "several replicas of one server (vLLM, SGLang, llama.cpp): each request goes to the "
+                                  "least-loaded healthy one; instead of base_url")
+    replica_cooldown_s: float = _f(30.0, "how long a replica that failed gets no requests before it is tried again")
+    mode: str = _f("online", "online: one request per call; batch: the vendor's batch API (about half the price), "
+                             "each round of calls one job (openai, anthropic, gemini)")
+    batch_linger_s: float = _f(2.0, "batch mode: a round is submitted once no new call has come for this long")
+    batch_poll_s: float = _f(15.0, "batch mode: first wait between polls of a job; grows 1.5x a poll")
+    batch_poll_max_s: float = _f(300.0, "batch mode: longest wait between polls")
+    batch_max_requests: int | None = _f(None, "batch mode: most requests in one job (default: the vendor's limit)")
+    batch_price_factor: float = _f(0.5, "batch mode: the batch price as a fraction of the online price, for costs")
     api_key_env: str | None = _f(None, "environment variable that holds the key (default: the provider's usual one)")
     concurrency: int = _f(8, "requests in flight at once")
     rpm: float | None = _f(None, "requests per minute cap (sliding 60 s window)")

@@ -22,6 +22,8 @@ class LLMError(MusicError):
     kind = "error"
     #: True when the error says the endpoint itself is misconfigured (never one request's fault)
     endpoint_fault = False
+    #: set on an error one replica of several gave: the call goes to another replica at once
+    replica_fault = False
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
@@ -50,6 +52,12 @@ class UnreachableError(LLMConnectionError):
     ever answered (a wrong ``base_url``); transient after (a server restarting)."""
 
     kind = "unreachable"
+
+
+class BatchUnfinishedError(LLMError):
+    """A batch job ended (expired, cancelled) without running this item: it is resubmitted."""
+
+    retryable, kind = True, "batch_unfinished"
 
 
 class BadRequestError(LLMError):

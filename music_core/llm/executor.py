@@ -6,6 +6,7 @@ and cost accounting per role."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import defaultdict
@@ -14,8 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..data import Message
+from ..errors import ConfigError
+from .batch import BatchDispatcher, BatchJournal
 from .cache import CallCache, identity_json, sample_keys
-from .errors import BadRequestError, EndpointFatalError, LLMError, LLMTimeoutError, UnreachableError
+from .errors import (
+    BadRequestError,
+    EndpointFatalError,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    ServerError,
+    UnreachableError,
+)
 from .provider import ChatProvider
 from .ratelimit import SlidingWindowLimiter, Slot
 from .types import Completion, ProviderCall, SamplingParams, Usage
@@ -40,9 +51,32 @@ class RoleUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    batched: int = 0  # wire calls answered through a vendor batch job (at the batch price)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Failures that are the server's, not the request's: with several replicas, the replica that
+# gave one is cooled down and the call goes to another at once.
+REPLICA_FAULTS = (LLMConnectionError, LLMTimeoutError, ServerError)
+
+
+@dataclass
+class Replica:
+    """One server behind an endpoint (``base_urls``), with its load and health."""
+
+    provider: ChatProvider
+    url: str | None
+    in_flight: int = 0
+    served: int = 0
+    failures: int = 0
+    cooldown_until: float = 0.0
+    unreachable: bool = False  # refused the connection and has not answered since
+    warm: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "served": self.served, "failures": self.failures}
 
 
 class Endpoint:
@@ -53,10 +87,12 @@ class Endpoint:
     own request and the same request, index and run seed give the same sample."""
 
     def __init__(self, name: str, config: EndpointConfig, provider: ChatProvider, cache: CallCache | None,
-                 default_seed: int = 0):
+                 default_seed: int = 0, replicas: list[ChatProvider] | None = None,
+                 journal: BatchJournal | None = None):
         self.name = name
         self.config = config
-        self.provider = provider
+        self.provider = provider  # the first replica: capabilities, token counts, the cache identity
+        self.replicas = [Replica(p, p.endpoint.base_url) for p in (replicas or [provider])]
         self.cache = cache
         self.default_seed = default_seed
         self._sem = asyncio.Semaphore(config.concurrency)
@@ -68,6 +104,18 @@ class Endpoint:
         self._warm = False
         self._identity = identity_json(provider.cache_identity())
         self._rng = random.Random()
+        self.batch: BatchDispatcher | None = None
+        if config.mode == "batch":
+            if not provider.supports_batch:
+                raise ConfigError(f"config key 'models.{name}.mode': provider {config.provider!r} has no batch API; "
+                                  f"use mode: online (batch mode: openai, anthropic, gemini)")
+            if journal is None:
+                raise ConfigError(f"config key 'models.{name}.mode': batch mode keeps its job journal beside the "
+                                  f"LLM cache; set run.cache")
+            import hashlib
+
+            self.batch = BatchDispatcher(name, hashlib.sha256(self._identity.encode()).hexdigest()[:16], config,
+                                         provider, journal)
 
     @staticmethod
     def _make_limiters(c: EndpointConfig) -> dict[str, list[SlidingWindowLimiter]]:
@@ -129,7 +177,7 @@ class Endpoint:
             for i in missing:
                 self._inflight[keys[i - sample_index]] = futures[i]
             try:
-                fresh = await self._fetch(msgs, params, missing, usage)
+                fresh = await self._fetch(msgs, params, missing, usage, dict(zip(indices, keys)))
                 if self.cache is not None:
                     self.cache.put_many([(keys[i - sample_index], fresh[i]) for i in missing],
                                         self.config.provider, self.config.model)
@@ -152,7 +200,7 @@ class Endpoint:
         return [results[i] for i in indices]
 
     async def _fetch(self, msgs: list[Message], params: SamplingParams, indices: list[int],
-                     usage: RoleUsage) -> dict[int, Completion]:
+                     usage: RoleUsage, keys: dict[int, str]) -> dict[int, Completion]:
         # Each sample index is its own request: with a seed (seed + i) where the API has one,
         # so that sample i is the same whatever else was asked; else one call with ``n`` where
         # the API returns several; else one call per sample, concurrently.
@@ -166,7 +214,7 @@ class Endpoint:
             p = params
             if self.provider.supports_seed and params.seed is not None:
                 p = SamplingParams(**{**params.__dict__, "seed": params.seed + group[0]})
-            call = ProviderCall(tuple(msgs), p, tuple(group))
+            call = ProviderCall(tuple(msgs), p, tuple(group), key=keys[group[0]])
             comps = await self._call_with_retries(call, usage)
             out.update(zip(group, comps))
 
@@ -182,6 +230,9 @@ class Endpoint:
             return True
         # Before the endpoint has ever answered, a refused connection is a wrong base_url and a
         # 400 a parameter the server does not take; after, they are an outage and one bad prompt.
+        # With replicas, one that refuses is cooled down; only all of them refusing is fatal.
+        if self.successes == 0 and isinstance(exc, UnreachableError) and len(self.replicas) > 1:
+            return all(r.unreachable for r in self.replicas)
         return self.successes == 0 and isinstance(exc, (UnreachableError, BadRequestError))
 
     def _raise_fatal(self, exc: LLMError) -> None:
@@ -205,6 +256,8 @@ class Endpoint:
         attempt = 0
         while True:
             try:
+                if self.batch is not None:
+                    return await self._call_batch(call, usage)
                 return await self._call_once(call, usage)
             except EndpointFatalError:
                 raise
@@ -214,7 +267,8 @@ class Endpoint:
                     self._raise_fatal(exc)
                 if not exc.retryable or attempt >= self.config.max_retries:
                     raise
-                delay = self.retry_delay(attempt, exc)
+                # A replica's fault goes straight to another healthy replica; else back off.
+                delay = 0.0 if exc.replica_fault and self._healthy() else self.retry_delay(attempt, exc)
                 attempt += 1
                 usage.retries += 1
                 await asyncio.sleep(delay)  # outside the semaphore: a backing-off call holds no slot
@@ -231,23 +285,35 @@ class Endpoint:
                     tpm_slots = [(lim, await lim.acquire(estimate)) for lim in self._limiters["tpm"]]
                 if self.fatal is not None:  # another call found the endpoint broken while we waited
                     raise self.fatal
-                if not self._warm:
-                    self.provider.warm_up()  # outside the timeout: a cold SDK import is not the server
-                    self._warm = True
+                replica = await self._pick_replica()
+                if not replica.warm:
+                    replica.provider.warm_up()  # outside the timeout: a cold SDK import is not the server
+                    replica.warm = True
                 self.wire_log.append(time.monotonic())
                 usage.wire_calls += 1
+                replica.in_flight += 1
                 try:
                     # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
                     async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
-                        comps = await self.provider.generate(call)
+                        comps = await replica.provider.generate(call)
                     if len(comps) != call.n:
                         raise LLMError(f"{self.name}: provider returned {len(comps)} completions for n={call.n}")
                 except TimeoutError:
-                    raise LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s") from None
-                except BaseException:
+                    exc = LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s")
+                    self._replica_failed(replica, exc)
+                    for lim, slot in tpm_slots:
+                        lim.settle(slot)
+                    raise exc from None
+                except BaseException as exc:
+                    if isinstance(exc, LLMError):
+                        self._replica_failed(replica, exc)
                     for lim, slot in tpm_slots:  # a failed call may still have cost the server its estimate
                         lim.settle(slot)
                     raise
+                finally:
+                    replica.in_flight -= 1
+                replica.served += 1
+                replica.unreachable = False
                 spent = sum((c.usage for c in comps), Usage())
                 for lim, slot in tpm_slots:
                     lim.settle(slot, spent.total)
@@ -260,6 +326,58 @@ class Endpoint:
             usage.cost_usd += (spent.prompt_tokens * self.config.price_input_per_mtok
                                + spent.completion_tokens * self.config.price_output_per_mtok) / 1e6
             return comps
+
+    async def _call_batch(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
+        """One call through the vendor's batch API: no concurrency cap or rate limit here (the
+        vendor queues a job's requests), the batch price, and answers a killed run's jobs
+        already brought back count as cached."""
+        if self.fatal is not None:
+            raise self.fatal
+        if not self._warm:
+            self.provider.warm_up()
+            self._warm = True
+        assert self.batch is not None
+        comps = await self.batch.call(call)
+        if len(comps) != call.n:
+            raise LLMError(f"{self.name}: batch item returned {len(comps)} completions for n={call.n}")
+        self.successes += 1
+        if all(c.cached for c in comps):
+            return comps
+        spent = sum((c.usage for c in comps), Usage())
+        usage.wire_calls += 1
+        usage.batched += 1
+        usage.prompt_tokens += spent.prompt_tokens
+        usage.completion_tokens += spent.completion_tokens
+        usage.cost_usd += self.config.batch_price_factor * (
+            spent.prompt_tokens * self.config.price_input_per_mtok
+            + spent.completion_tokens * self.config.price_output_per_mtok) / 1e6
+        return comps
+
+    async def _pick_replica(self) -> Replica:
+        """The least-loaded replica that is not cooling down (waiting if all are)."""
+        if len(self.replicas) == 1:
+            return self.replicas[0]
+        while True:
+            now = time.monotonic()
+            healthy = [r for r in self.replicas if r.cooldown_until <= now]
+            if healthy:
+                return min(healthy, key=lambda r: (r.in_flight, r.served))
+            await asyncio.sleep(min(r.cooldown_until for r in self.replicas) - now)
+
+    def _healthy(self) -> bool:
+        now = time.monotonic()
+        return any(r.cooldown_until <= now for r in self.replicas)
+
+    def _replica_failed(self, replica: Replica, exc: LLMError) -> None:
+        if len(self.replicas) == 1 or not isinstance(exc, REPLICA_FAULTS):
+            return
+        replica.failures += 1
+        replica.unreachable = replica.unreachable or isinstance(exc, UnreachableError)
+        if replica.cooldown_until <= time.monotonic():
+            progress.log(f"{self.name}: replica {replica.url} failed ({exc.kind}); no requests to it for "
+                         f"{self.config.replica_cooldown_s:g} s")
+        replica.cooldown_until = time.monotonic() + self.config.replica_cooldown_s
+        exc.replica_fault = True
 
     def _estimate_tokens(self, call: ProviderCall) -> int:
         prompt = sum(self.provider.count_tokens(m["content"]) + 4 for m in call.messages)
@@ -307,6 +425,8 @@ class LLMPool:
         self.config = config
         self.registry = registry
         self.cache = CallCache(cache_path) if cache_path else None
+        self.cache_path = cache_path
+        self._journal: BatchJournal | None = None
         self._endpoints: dict[str, Endpoint] = {}
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
         self._tasks: dict[str, progress.Task] = {}
@@ -316,8 +436,29 @@ class LLMPool:
         if name not in self._endpoints:
             ep_cfg = self.config.models[name]
             cls = self.registry.get("chat_provider", ep_cfg.provider)
-            self._endpoints[name] = Endpoint(name, ep_cfg, cls(ep_cfg), self.cache, default_seed=self.config.run.seed)
+            # Replicas: one provider per base_url; the first names the endpoint in the cache.
+            replicas = [cls(dataclasses.replace(ep_cfg, base_url=url, base_urls=[])) for url in ep_cfg.base_urls]
+            journal = self.journal() if ep_cfg.mode == "batch" else None
+            self._endpoints[name] = Endpoint(name, ep_cfg, replicas[0] if replicas else cls(ep_cfg), self.cache,
+                                             default_seed=self.config.run.seed, replicas=replicas or None,
+                                             journal=journal)
         return self._endpoints[name]
+
+    def journal(self) -> BatchJournal | None:
+        """The batch-job journal, in the cache's SQLite file (tables of its own)."""
+        if self._journal is None and self.cache_path:
+            self._journal = BatchJournal(self.cache_path)
+        return self._journal
+
+    def batch_report(self) -> dict[str, Any]:
+        """Per endpoint in batch mode: jobs and items this run; per replicated endpoint: load."""
+        out: dict[str, Any] = {}
+        for name, ep in self._endpoints.items():
+            if ep.batch is not None:
+                out.setdefault(name, {})["batch"] = ep.batch.stats.to_dict()
+            if len(ep.replicas) > 1:
+                out.setdefault(name, {})["replicas"] = [r.to_dict() for r in ep.replicas]
+        return out
 
     def endpoint_name(self, role: str) -> str:
         name = getattr(self.config.roles, role, None)
@@ -364,7 +505,13 @@ class LLMPool:
 
     async def aclose(self) -> None:
         for ep in self._endpoints.values():
-            await ep.provider.aclose()
+            if ep.batch is not None:
+                await ep.batch.aclose()
+            for r in ep.replicas:
+                await r.provider.aclose()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         for t in self._tasks.values():
             t.close()
         self._tasks.clear()

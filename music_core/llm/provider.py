@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import AuthError
+from .errors import AuthError, LLMError
 from .types import Completion, ProviderCall
 
 if TYPE_CHECKING:
     from ..config.schema import EndpointConfig
+
+
+@dataclass(frozen=True)
+class BatchJobStatus:
+    """Where a vendor batch job stands. ``running``: keep polling; ``ended``: results can be read
+    (completed, expired or cancelled: items without a result are resubmitted); ``failed``: the
+    job as a whole was refused (``detail`` says why) and none of its items ran."""
+
+    state: str
+    detail: str = ""
+
+
+BatchResults = dict[str, "list[Completion] | LLMError"]
 
 
 class ChatProvider(ABC):
@@ -25,6 +39,11 @@ class ChatProvider(ABC):
     seed); ``supports_logprobs = True`` when it honours ``SamplingParams.top_logprobs`` (fills
     ``Completion.top_logprobs``); ``transport_options`` names the endpoint options that cannot change an answer
     (everything else in ``options`` is part of the cache key).
+
+    ``supports_batch = True`` when the vendor has a batch API: the provider then implements the
+    four ``batch_*`` methods below and an endpoint can run with ``mode: batch``. Each item's
+    answer must be what :meth:`generate` would return for the same call (share the request
+    builder and the response parser), so that batch and online runs make the same pairs.
     """
 
     name: ClassVar[str] = ""
@@ -35,6 +54,9 @@ class ChatProvider(ABC):
     default_api_key_env: ClassVar[str | None] = None
     requires_api_key: ClassVar[bool] = True
     enforce_timeout: ClassVar[bool] = True  # False for in-process models that queue requests
+    supports_batch: ClassVar[bool] = False
+    batch_limit_requests: ClassVar[int] = 10_000  # the vendor's most requests in one job
+    batch_limit_bytes: ClassVar[int] = 100 * 2**20  # and its largest job input
 
     def __init__(self, endpoint: EndpointConfig):
         self.endpoint = endpoint
@@ -70,6 +92,26 @@ class ChatProvider(ABC):
     def count_tokens(self, text: str) -> int:
         """A cheap estimate for token budgets (about four characters a token)."""
         return max(1, len(text) // 4)
+
+    def batch_item_bytes(self, call: ProviderCall) -> int:
+        """About how many bytes this call adds to a job's input (for the vendor's size limit)."""
+        return 400 + sum(len(m["content"].encode()) + 40 for m in call.messages)
+
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+        """Create one vendor batch job of ``(custom_id, call)`` items; return the job's id.
+        Raise the typed errors of :mod:`music_core.llm.errors` (a 401, a refused model)."""
+        raise NotImplementedError(f"{self.name}: no batch API (supports_batch is False)")
+
+    async def batch_status(self, job_id: str) -> BatchJobStatus:
+        raise NotImplementedError(f"{self.name}: no batch API")
+
+    async def batch_results(self, job_id: str) -> BatchResults:
+        """The answers of an ended job by custom_id: the item's completions, or the typed error
+        it failed with. Items the job never ran (expired, cancelled) are simply absent."""
+        raise NotImplementedError(f"{self.name}: no batch API")
+
+    async def batch_cancel(self, job_id: str) -> None:
+        raise NotImplementedError(f"{self.name}: no batch API")
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release clients and threads."""

@@ -35,6 +35,7 @@ class ProviderCall:
     messages: tuple[Message, ...]
     params: SamplingParams
     sample_indices: tuple[int, ...] = (0,)
+    key: str = ""  # the cache key of the first sample: names the call in a batch job (custom_id)
 
     @property
     def n(self) -> int:

@@ -1,0 +1,304 @@
+"""Batch mode: an endpoint's calls go out through the vendor's batch API, one job per round.
+
+The rollout code is unchanged. Every conversation awaits its next call as usual; the calls that
+arrive at an endpoint while a round forms are held until none has come for ``batch_linger_s``
+(the wavefront has reached its next step everywhere), then submitted as one job (split at the
+vendor's limits), polled with a growing interval, and resolved from the job's results.
+
+What survives a kill is in a :class:`BatchJournal` beside the LLM cache: the job id of every
+submitted item is committed before anything waits on the job, and a job's results are committed
+in one transaction when it ends. A rerun makes the same calls (earlier rounds come from the
+cache), finds them in the journal and re-attaches to their jobs, running or ended, instead of
+submitting them again. Items a job did not run (it expired or was cancelled) and items that
+failed are submitted again in a later round; nothing that succeeded is paid for twice.
+
+One window is not covered: a kill between the vendor accepting a job and the journal's commit
+(milliseconds) leaves that job unknown to the rerun, which submits its items again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import progress
+from . import errors as E
+from .types import Completion, ProviderCall
+
+if TYPE_CHECKING:
+    from ..config.schema import EndpointConfig
+    from .provider import ChatProvider
+
+ERROR_KINDS: dict[str, type[E.LLMError]] = {
+    cls.kind: cls for cls in (E.RateLimitedError, E.LLMTimeoutError, E.ServerError, E.LLMConnectionError,
+                              E.BatchUnfinishedError, E.BadRequestError, E.AuthError, E.NotFoundError,
+                              E.SafetyBlockedError, E.EmptyResponseError)
+}
+
+
+class BatchJournal:
+    """Which call went out in which vendor job, and what came back (SQLite; every write is
+    committed before it returns, so a SIGKILL loses nothing written)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.execute("CREATE TABLE IF NOT EXISTS batch_jobs (job_id TEXT PRIMARY KEY, endpoint TEXT, "
+                         "provider TEXT, state TEXT, items INTEGER, created REAL, updated REAL, detail TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS batch_items (custom_id TEXT, job_id TEXT, state TEXT, "
+                         "result TEXT, error_kind TEXT, error TEXT, PRIMARY KEY (custom_id, job_id))")
+        self._lock = threading.Lock()
+
+    def latest(self, custom_id: str) -> tuple[str, str, Any] | None:
+        """The item's last job: (job_id, state, payload). state is ``submitted`` (job not yet
+        collected), ``done`` (payload: the completions), or ``failed`` (payload: the error)."""
+        with self._lock:
+            row = self._db.execute("SELECT job_id, state, result, error_kind, error FROM batch_items "
+                                   "WHERE custom_id = ? ORDER BY rowid DESC LIMIT 1", (custom_id,)).fetchone()
+        if row is None:
+            return None
+        job_id, state, result, kind, error = row
+        if state == "done":
+            return job_id, state, [Completion.from_json(c) for c in json.loads(result)]
+        if state == "failed":
+            return job_id, state, ERROR_KINDS.get(kind, E.ServerError)(error or "batch item failed")
+        return job_id, state, None
+
+    def submitted(self, job_id: str, endpoint: str, provider: str, custom_ids: list[str]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?, 'submitted', ?, ?, ?, '')",
+                             (job_id, endpoint, provider, len(custom_ids), now, now))
+            self._db.executemany("INSERT OR REPLACE INTO batch_items VALUES (?, ?, 'submitted', NULL, NULL, NULL)",
+                                 [(cid, job_id) for cid in custom_ids])
+            self._db.execute("COMMIT")
+
+    def job_items(self, job_id: str) -> list[str]:
+        with self._lock:
+            return [c for (c,) in self._db.execute("SELECT custom_id FROM batch_items WHERE job_id = ?", (job_id,))]
+
+    def open_jobs(self, endpoint: str) -> list[str]:
+        with self._lock:
+            return [j for (j,) in self._db.execute(
+                "SELECT job_id FROM batch_jobs WHERE endpoint = ? AND state = 'submitted' ORDER BY created", (endpoint,))]
+
+    def collected(self, job_id: str, outcome: dict[str, list[Completion] | E.LLMError], detail: str) -> None:
+        """One transaction: the job's state and every item's answer or error."""
+        rows: list[tuple[str, str | None, str | None, str | None, str, str]] = []
+        for cid, got in outcome.items():
+            if isinstance(got, E.LLMError):
+                rows.append(("failed", None, got.kind, str(got)[:2000], cid, job_id))
+            else:
+                rows.append(("done", json.dumps([c.to_json() for c in got], ensure_ascii=False), None, None, cid, job_id))
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE batch_items SET state = ?, result = ?, error_kind = ?, error = ? "
+                                 "WHERE custom_id = ? AND job_id = ?", rows)
+            self._db.execute("UPDATE batch_jobs SET state = 'collected', updated = ?, detail = ? WHERE job_id = ?",
+                             (time.time(), detail, job_id))
+            self._db.execute("COMMIT")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT job_id, endpoint, provider, state, items, created, updated, detail "
+                                    "FROM batch_jobs ORDER BY created").fetchall()
+        keys = ("job_id", "endpoint", "provider", "state", "items", "created", "updated", "detail")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass
+class BatchStats:
+    """What batch mode did at one endpoint in this run."""
+
+    jobs_submitted: int = 0
+    jobs_reattached: int = 0
+    items_submitted: int = 0
+    items_from_journal: int = 0  # answered by a job a killed run had already collected
+    items_resubmitted: int = 0  # failed or left unrun by their job, sent again
+    rounds: int = 0  # submissions of a formed round (one or more jobs each)
+    job_states: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class BatchDispatcher:
+    """One endpoint's batch mode: collects calls into rounds, submits, polls, resolves."""
+
+    def __init__(self, name: str, identity: str, config: EndpointConfig, provider: ChatProvider,
+                 journal: BatchJournal):
+        self.name, self.identity, self.config, self.provider, self.journal = name, identity, config, provider, journal
+        self.stats = BatchStats()
+        self._queue: list[tuple[str, ProviderCall, asyncio.Future]] = []
+        self._last_arrival = 0.0
+        self._flusher: asyncio.Task | None = None
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._pollers: dict[str, asyncio.Task] = {}
+        self._tried: set[str] = set()  # items this run has submitted or attached once
+
+    @property
+    def max_requests(self) -> int:
+        limit = self.provider.batch_limit_requests
+        return min(limit, self.config.batch_max_requests) if self.config.batch_max_requests else limit
+
+    async def call(self, call: ProviderCall) -> list[Completion]:
+        """The completions of one call, through a batch job (or the journal, or a job a killed
+        run submitted). Raises the item's typed error; the endpoint retries the retryable ones."""
+        cid = call.key
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        found = self.journal.latest(cid)
+        if found is not None:
+            job_id, state, payload = found
+            if state == "done":
+                self.stats.items_from_journal += 1
+                return [Completion(c.text, c.finish_reason, c.usage, cached=True, top_logprobs=c.top_logprobs)
+                        for c in payload]
+            if state == "submitted":  # a job of this or a killed run: wait for it, never resubmit
+                self._waiters.setdefault(cid, []).append(fut)
+                self._ensure_poller(job_id, reattached=job_id not in self._pollers)
+                return await fut
+            self.stats.items_resubmitted += 1  # failed or unrun: goes out again
+        self._queue.append((cid, call, fut))
+        self._last_arrival = loop.time()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_when_formed())
+        return await fut
+
+    async def _flush_when_formed(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            wait = self._last_arrival + self.config.batch_linger_s - loop.time()
+            if wait > 0 and len(self._queue) < self.max_requests:
+                await asyncio.sleep(wait)
+                continue
+            round_items, self._queue = self._queue, []
+            self.stats.rounds += 1
+            for chunk in self._chunks(round_items):
+                await self._submit(chunk)
+
+    def _chunks(self, items: list[tuple[str, ProviderCall, asyncio.Future]]) -> list[list[Any]]:
+        out: list[list[Any]] = [[]]
+        size = 0
+        for item in items:
+            b = self.provider.batch_item_bytes(item[1])
+            if out[-1] and (len(out[-1]) >= self.max_requests or size + b > self.provider.batch_limit_bytes):
+                out.append([])
+                size = 0
+            out[-1].append(item)
+            size += b
+        return [c for c in out if c]
+
+    async def _submit(self, chunk: list[tuple[str, ProviderCall, asyncio.Future]]) -> None:
+        unique: dict[str, ProviderCall] = {}
+        for cid, call, fut in chunk:
+            self._waiters.setdefault(cid, []).append(fut)
+            unique.setdefault(cid, call)
+        try:
+            job_id = await self.provider.batch_submit(list(unique.items()))
+        except Exception as exc:
+            err = exc if isinstance(exc, E.LLMError) else E.ServerError(f"{self.name}: batch submission failed: {exc}")
+            self._fail(list(unique), err)
+            return
+        self.journal.submitted(job_id, self.identity, self.config.provider, list(unique))
+        self.stats.jobs_submitted += 1
+        self.stats.items_submitted += len(unique)
+        progress.log(f"{self.name}: batch job {job_id} submitted ({len(unique)} requests)")
+        self._ensure_poller(job_id, reattached=False)
+
+    def _ensure_poller(self, job_id: str, *, reattached: bool) -> None:
+        running = self._pollers.get(job_id)
+        if running is not None and not running.done():
+            return
+        # (a poller that gave up after an outage is started again when the call is retried)
+        if reattached:
+            self.stats.jobs_reattached += 1
+            progress.log(f"{self.name}: re-attached to batch job {job_id} (submitted by an earlier run)")
+        self._pollers[job_id] = asyncio.ensure_future(self._poll(job_id))
+
+    async def _vendor(self, make: Any) -> Any:
+        """One status or results request, retried on transient errors like any call."""
+        attempt = 0
+        while True:
+            try:
+                return await make()
+            except E.LLMError as exc:
+                if not exc.retryable or attempt >= self.config.max_retries:
+                    raise
+                delay = min(60.0, self.config.retry_backoff_s * 2 ** attempt)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, self.config.max_retry_after_s))
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _poll(self, job_id: str) -> None:
+        items = self.journal.job_items(job_id)
+        delay = self.config.batch_poll_s
+        try:
+            while True:
+                status = await self._vendor(lambda: self.provider.batch_status(job_id))
+                if status.state == "running":
+                    await asyncio.sleep(delay)
+                    delay = min(self.config.batch_poll_max_s, delay * 1.5)
+                    continue
+                break
+            if status.state == "failed":
+                err: E.LLMError = E.BadRequestError(f"{self.name}: batch job {job_id} failed: {status.detail}")
+                self.journal.collected(job_id, {cid: err for cid in items}, f"failed: {status.detail}")
+                self._count("failed")
+                self._fail(items, err)
+                return
+            results = await self._vendor(lambda: self.provider.batch_results(job_id))
+        except BaseException as exc:
+            # The job stays 'submitted' in the journal: the next run re-attaches to it.
+            err = exc if isinstance(exc, E.LLMError) else E.ServerError(f"{self.name}: batch job {job_id}: {exc}")
+            self._fail(items, err)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        unfinished = E.BatchUnfinishedError(f"{self.name}: batch job {job_id} ended ({status.detail}) "
+                                            f"without running this request")
+        outcome: dict[str, list[Completion] | E.LLMError] = {cid: results.get(cid, unfinished) for cid in items}
+        self.journal.collected(job_id, outcome, status.detail)
+        self._count(status.detail or "ended")
+        ok = sum(1 for v in outcome.values() if not isinstance(v, E.LLMError))
+        progress.log(f"{self.name}: batch job {job_id} {status.detail or 'ended'}: {ok} of {len(items)} answered")
+        for cid, got in outcome.items():
+            for fut in self._waiters.pop(cid, []):
+                if fut.done():
+                    continue
+                if isinstance(got, E.LLMError):
+                    fut.set_exception(got)
+                    fut.exception()  # retrieved: the waiting call re-raises it
+                else:
+                    fut.set_result(got)
+
+    def _count(self, state: str) -> None:
+        self.stats.job_states[state] = self.stats.job_states.get(state, 0) + 1
+
+    def _fail(self, cids: list[str], err: BaseException) -> None:
+        for cid in cids:
+            for fut in self._waiters.pop(cid, []):
+                if not fut.done():
+                    fut.set_exception(err)
+                    fut.exception()
+
+    async def aclose(self) -> None:
+        tasks = [t for t in [self._flusher, *self._pollers.values()] if t is not None and not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
