@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import ChatProvider
+from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage
 from music_core.progress import log
 
@@ -15,6 +16,9 @@ class AnthropicProvider(ChatProvider):
     supports_n = False  # the Messages API returns one sample per call
     supports_seed = False  # and takes no seed: samples are separate calls, sampled by the server
     default_api_key_env = "ANTHROPIC_API_KEY"
+    supports_batch = True
+    batch_limit_requests = 100_000  # Message Batches' limits per batch
+    batch_limit_bytes = 256 * 2**20
 
     def __init__(self, endpoint):
         super().__init__(endpoint)
@@ -71,21 +75,15 @@ class AnthropicProvider(ChatProvider):
         self.client()
 
     async def generate(self, call: ProviderCall) -> list[Completion]:
-        import anthropic
-
         request = self._request(call)  # a refused parameter is raised before any wire call
         try:
             resp = await self.client().messages.create(**request)
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
-            raise E.transport_error(exc, "anthropic") from None
-        except anthropic.APIStatusError as exc:
-            retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
-            status = exc.status_code
-            if status == 529:  # overloaded: a server-side condition, worth a retry
-                raise E.ServerError(f"anthropic: {exc.message}", status=status, retry_after=retry_after) from None
-            raise E.from_status(status, f"anthropic: {exc.message}", retry_after) from None
-        except (anthropic.APIResponseValidationError, ValueError) as exc:
-            raise E.ServerError(f"anthropic: malformed response: {exc}") from None
+        except Exception as exc:
+            raise _typed(exc) from None
+        return self._completions(resp)
+
+    @staticmethod
+    def _completions(resp: Any) -> list[Completion]:
         if resp.stop_reason == "refusal":
             raise E.SafetyBlockedError("anthropic: the model refused (stop_reason=refusal)")
         text = "".join(getattr(b, "text", "") for b in resp.content or [] if getattr(b, "type", "") == "text")
@@ -95,7 +93,84 @@ class AnthropicProvider(ChatProvider):
         usage = Usage(resp.usage.input_tokens or 0, resp.usage.output_tokens or 0) if resp.usage else Usage()
         return [Completion(text, finish, usage)]
 
+    # Batch mode: Message Batches (results come back as JSONL, in any order, by custom_id).
+
+    def _params(self, call: ProviderCall) -> dict[str, Any]:
+        kw = self._request(call)
+        return {**kw, **(kw.pop("extra_body", None) or {})}
+
+    def batch_item_bytes(self, call: ProviderCall) -> int:
+        return len(json.dumps(self._params(call), ensure_ascii=False).encode()) + 100
+
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+        requests = [{"custom_id": cid, "params": self._params(call)} for cid, call in items]
+        try:
+            job = await self.client().messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise _typed(exc) from None
+        return str(job.id)
+
+    async def batch_status(self, job_id: str) -> BatchJobStatus:
+        try:
+            job = await self.client().messages.batches.retrieve(job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        if job.processing_status != "ended":
+            return BatchJobStatus("running", job.processing_status)
+        c = job.request_counts
+        detail = "cancelled" if job.cancel_initiated_at else "expired" if c.expired else "completed"
+        return BatchJobStatus("ended", detail)
+
+    async def batch_results(self, job_id: str) -> BatchResults:
+        out: BatchResults = {}
+        try:
+            async for row in await self.client().messages.batches.results(job_id):
+                result = row.result
+                if result.type == "succeeded":
+                    try:
+                        out[row.custom_id] = self._completions(result.message)
+                    except E.LLMError as exc:
+                        out[row.custom_id] = exc
+                elif result.type == "errored":
+                    err = result.error.error
+                    status = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+                              "not_found_error": 404, "rate_limit_error": 429, "overloaded_error": 529,
+                              "timeout_error": 504}.get(err.type, 500)
+                    message = f"anthropic batch item: {err.message}"
+                    out[row.custom_id] = (E.ServerError(message, status=529) if status == 529
+                                          else E.from_status(status, message))
+                # canceled, expired: never ran; absent, so they are submitted again
+        except E.LLMError:
+            raise
+        except Exception as exc:
+            raise _typed(exc) from None
+        return out
+
+    async def batch_cancel(self, job_id: str) -> None:
+        try:
+            await self.client().messages.batches.cancel(job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _typed(exc: Exception) -> E.LLMError:
+    """The typed error for an exception of the anthropic SDK."""
+    import anthropic
+
+    if isinstance(exc, E.LLMError):
+        return exc
+    if isinstance(exc, (anthropic.APITimeoutError, anthropic.APIConnectionError)):
+        return E.transport_error(exc, "anthropic")
+    if isinstance(exc, anthropic.APIStatusError):
+        retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
+        if exc.status_code == 529:  # overloaded: a server-side condition, worth a retry
+            return E.ServerError(f"anthropic: {exc.message}", status=529, retry_after=retry_after)
+        return E.from_status(exc.status_code, f"anthropic: {exc.message}", retry_after)
+    if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
+        return E.ServerError(f"anthropic: malformed response: {exc}")
+    raise exc

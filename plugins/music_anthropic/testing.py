@@ -4,10 +4,13 @@ Magic words in the last user message: ``[[safety]]`` (stop_reason refusal), ``[[
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 from collections.abc import Callable
 
 from music_core.testing import FaultPlan, LoopbackServer, Request, Response
+from music_core.testing.batch import BatchJobs, Job
 
 
 def echo(messages: list[dict], index: int) -> str:
@@ -44,7 +47,74 @@ def handle(req: Request, reply: Callable[[list[dict], int], str] = echo, seen: d
                           "usage": {"input_tokens": len(last) // 4 + 1, "output_tokens": 5}})
 
 
+def handle_batch(req: Request, jobs: BatchJobs, online: Callable[[Request], Response]) -> Response:
+    """Message Batches: create, retrieve, cancel, and the results JSONL at ``results_url``."""
+    path = req.path.rstrip("/")
+    if "/v1/messages/batches" not in path:
+        return online(req)
+    if not (req.headers.get("x-api-key") or req.headers.get("authorization", "").removeprefix("Bearer ").strip()):
+        return Response(401, {"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
+    base = f"http://{req.headers.get('host', '127.0.0.1')}"
+    if req.method == "POST" and path.endswith("/v1/messages/batches"):
+        requests = req.json().get("requests") or []
+        models = {r["params"].get("model") for r in requests}
+        if "missing-model" in models:
+            return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": "model: missing-model"}})
+        return Response(200, _batch_object(jobs.create([(r["custom_id"], r["params"]) for r in requests]), jobs, base))
+    job_id = path.split("/v1/messages/batches/")[1].split("/")[0]
+    if path.endswith("/results"):
+        job = jobs.get(job_id)
+        if job is None or job.state == "running":
+            return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": "no results yet"}})
+        lines = []
+        for cid, _ in job.items:
+            if cid not in job.results:
+                result: dict = {"type": "expired" if job.state == "expired" else "canceled"}
+            elif job.results[cid][0] == 200:
+                result = {"type": "succeeded", "message": job.results[cid][1]}
+            else:
+                err = (job.results[cid][1] or {}).get("error") or {}
+                result = {"type": "errored", "error": {"type": "error", "error": {
+                    "type": "invalid_request_error" if job.results[cid][0] == 400 else "api_error",
+                    "message": err.get("message", "failed")}}}
+            lines.append(json.dumps({"custom_id": cid, "result": result}))
+        return Response(200, ("\n".join(lines) + "\n").encode(), {"content-type": "application/binary"})
+    job = jobs.cancel(job_id) if path.endswith("/cancel") else jobs.get(job_id)
+    if job is None:
+        return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no batch {job_id}"}})
+    return Response(200, _batch_object(job, jobs, base))
+
+
+def _batch_object(job: Job, jobs: BatchJobs, base: str) -> dict:
+    def iso(t: float | None) -> str | None:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat() if t else None
+
+    ended = job.state != "running"
+    ok = sum(1 for s, _ in job.results.values() if s == 200)
+    unrun = len(job.items) - len(job.results)
+    return {"id": job.id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {"processing": 0 if ended else len(job.items), "succeeded": ok,
+                               "errored": len(job.results) - ok, "canceled": unrun if job.state == "cancelled" else 0,
+                               "expired": unrun if job.state == "expired" else 0},
+            "created_at": iso(job.created), "expires_at": iso(job.created + 86400), "ended_at": iso(job.ended),
+            "cancel_initiated_at": iso(job.ended) if job.state == "cancelled" else None, "archived_at": None,
+            "results_url": f"{base}/v1/messages/batches/{job.id}/results" if ended else None}
+
+
+def online_answer(online: Callable[[Request], Response]) -> Callable[[dict], tuple[int, object]]:
+    """A batch item answered exactly as the Messages route answers the same params."""
+    def answer(params: dict) -> tuple[int, object]:
+        r = online(Request("POST", "/v1/messages", "", {"x-api-key": "batch"}, json.dumps(params).encode()))
+        return r.status, r.body
+    return answer
+
+
 def anthropic_server(latency_s: float = 0.0, faults: FaultPlan | None = None,
-                     reply: Callable[[list[dict], int], str] = echo) -> LoopbackServer:
-    """``with anthropic_server() as srv:`` then ``base_url=srv.url``."""
-    return LoopbackServer(functools.partial(handle, reply=reply, seen={}), latency_s=latency_s, faults=faults)
+                     reply: Callable[[list[dict], int], str] = echo, batch: dict | None = None) -> LoopbackServer:
+    """``with anthropic_server() as srv:`` then ``base_url=srv.url``. Message Batches are served
+    too: ``batch`` holds :class:`~music_core.testing.batch.BatchJobs` options; ``srv.batch_jobs``."""
+    online = functools.partial(handle, reply=reply, seen={})
+    jobs = BatchJobs(online_answer(online), prefix="msgbatch", **(batch or {}))
+    srv = LoopbackServer(functools.partial(handle_batch, jobs=jobs, online=online), latency_s=latency_s, faults=faults)
+    srv.batch_jobs = jobs  # type: ignore[attr-defined]
+    return srv

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import ChatProvider
+from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
@@ -19,6 +19,9 @@ class GeminiProvider(ChatProvider):
     supports_n = True  # candidate_count
     supports_seed = True  # GenerateContentConfig.seed: sample i goes out with seed + i
     default_api_key_env = "GEMINI_API_KEY"
+    supports_batch = True
+    batch_limit_requests = 10_000
+    batch_limit_bytes = 20 * 2**20  # inlined requests: the Gemini API's limit per batch request
 
     def __init__(self, endpoint):
         super().__init__(endpoint)
@@ -78,17 +81,15 @@ class GeminiProvider(ChatProvider):
         from google.genai import types  # noqa: F401 (the request builder needs it)
 
     async def generate(self, call: ProviderCall) -> list[Completion]:
-        from google.genai import errors as gerr
-
         client = self.client()  # outside the try: a missing key is an AuthError, not transport
         try:
             resp = await client.aio.models.generate_content(**self._request(call))
-        except gerr.APIError as exc:
-            raise E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", _retry_after(exc)) from None
-        except ValueError as exc:  # a body that is not JSON
-            raise E.ServerError(f"gemini: malformed response: {exc}") from None
-        except Exception as exc:  # transport errors come from httpx2 or aiohttp
-            raise E.transport_error(exc, "gemini") from None
+        except Exception as exc:
+            raise _typed(exc) from None
+        return self._completions(resp, call.n)
+
+    @staticmethod
+    def _completions(resp: Any, n: int) -> list[Completion]:
         feedback = getattr(resp, "prompt_feedback", None)
         if feedback is not None and getattr(feedback, "block_reason", None):
             raise E.SafetyBlockedError(f"gemini: prompt blocked ({_enum(feedback.block_reason)})")
@@ -98,8 +99,9 @@ class GeminiProvider(ChatProvider):
         meta = resp.usage_metadata
         usage = Usage(getattr(meta, "prompt_token_count", 0) or 0,
                       (getattr(meta, "candidates_token_count", 0) or 0) + (getattr(meta, "thoughts_token_count", 0) or 0))
+        n = n or len(candidates)
         out = []
-        for cand, share in zip(candidates[: call.n], split_usage(usage, call.n)):
+        for cand, share in zip(candidates[:n], split_usage(usage, n)):
             finish = _enum(cand.finish_reason) if cand.finish_reason else "STOP"
             if finish in BLOCKED_FINISH:
                 raise E.SafetyBlockedError(f"gemini: candidate blocked (finish_reason={finish})")
@@ -108,9 +110,73 @@ class GeminiProvider(ChatProvider):
             if not text.strip():
                 raise E.EmptyResponseError(f"gemini: empty candidate (finish_reason={finish})")
             out.append(Completion(text, "length" if finish == "MAX_TOKENS" else "stop", share))
-        if len(out) < call.n:
-            raise E.EmptyResponseError(f"gemini: {len(out)} candidates for n={call.n}")
+        if len(out) < n:
+            raise E.EmptyResponseError(f"gemini: {len(out)} candidates for n={n}")
         return out
+
+    # Batch mode: the Gemini API's batch mode with inlined requests (results come back inside
+    # the job, each with the request's metadata key). Vertex AI batch prediction reads its input
+    # from Cloud Storage or BigQuery instead, which this provider does not write.
+
+    def batch_item_bytes(self, call: ProviderCall) -> int:
+        return 400 + sum(len(m["content"].encode()) + 60 for m in call.messages)
+
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+        from google.genai import types
+
+        if self.vertex:
+            raise E.BadRequestError("gemini: batch mode needs the Gemini API (Vertex AI batch prediction reads "
+                                    "from Cloud Storage or BigQuery); use mode: online with vertexai")
+        requests = []
+        for cid, call in items:
+            r = self._request(call)
+            requests.append(types.InlinedRequest(contents=r["contents"], config=r["config"], metadata={"key": cid}))
+        client = self.client()
+        try:
+            job = await client.aio.batches.create(model=self.endpoint.model, src=requests,
+                                                  config={"display_name": f"music-{len(items)}"})
+        except Exception as exc:
+            raise _typed(exc) from None
+        return str(job.name)
+
+    async def batch_status(self, job_id: str) -> BatchJobStatus:
+        try:
+            job = await self.client().aio.batches.get(name=job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        state = _enum(job.state)
+        if state == "JOB_STATE_FAILED":
+            return BatchJobStatus("failed", str(getattr(job.error, "message", None) or "failed"))
+        if state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+            return BatchJobStatus("ended", state.removeprefix("JOB_STATE_").lower())
+        return BatchJobStatus("running", state)
+
+    async def batch_results(self, job_id: str) -> BatchResults:
+        try:
+            job = await self.client().aio.batches.get(name=job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        out: BatchResults = {}
+        for item in (job.dest.inlined_responses or []) if job.dest else []:
+            cid = (item.metadata or {}).get("key")
+            if not cid:
+                continue
+            if item.error is not None:
+                code = int(getattr(item.error, "code", None) or 500)
+                out[cid] = E.from_status(code if code >= 400 else 500,
+                                         f"gemini batch item: {getattr(item.error, 'message', None) or item.error}")
+                continue
+            try:
+                out[cid] = self._completions(item.response, 0)
+            except E.LLMError as exc:
+                out[cid] = exc
+        return out
+
+    async def batch_cancel(self, job_id: str) -> None:
+        try:
+            await self.client().aio.batches.cancel(name=job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -119,6 +185,19 @@ class GeminiProvider(ChatProvider):
             except Exception:
                 pass
             self._client = None
+
+
+def _typed(exc: Exception) -> E.LLMError:
+    """The typed error for an exception of google-genai or its transport."""
+    from google.genai import errors as gerr
+
+    if isinstance(exc, E.LLMError):
+        return exc
+    if isinstance(exc, gerr.APIError):
+        return E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", _retry_after(exc))
+    if isinstance(exc, ValueError):  # a body that is not JSON
+        return E.ServerError(f"gemini: malformed response: {exc}")
+    return E.transport_error(exc, "gemini")  # transport errors come from httpx2 or aiohttp
 
 
 def _enum(value: Any) -> str:

@@ -5,10 +5,13 @@ Magic words in the last user message: ``[[safety]]`` (promptFeedback.blockReason
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 from collections.abc import Callable
 
 from music_core.testing import FaultPlan, LoopbackServer, Request, Response
+from music_core.testing.batch import BatchJobs, Job
 
 
 def echo(messages: list[dict], index: int) -> str:
@@ -53,7 +56,72 @@ def handle(req: Request, reply: Callable[[list[dict], int], str] = echo, seen: d
     return Response(200, {"candidates": cands, "usageMetadata": usage, "modelVersion": "fake"})
 
 
+STATES = {"running": "BATCH_STATE_RUNNING", "completed": "BATCH_STATE_SUCCEEDED", "expired": "BATCH_STATE_EXPIRED",
+          "cancelled": "BATCH_STATE_CANCELLED", "failed": "BATCH_STATE_FAILED"}
+
+
+def handle_batch(req: Request, jobs: BatchJobs, online: Callable[[Request], Response]) -> Response:
+    """The Gemini API's batch mode with inlined requests: batchGenerateContent, get, cancel."""
+    path = req.path.rstrip("/")
+    if ":batchGenerateContent" not in path and "/batches/" not in path:
+        return online(req)
+    if not req.headers.get("x-goog-api-key"):
+        return Response(401, {"error": {"code": 401, "message": "API key missing", "status": "UNAUTHENTICATED"}})
+    if ":batchGenerateContent" in path:
+        model = path.split("/models/")[1].split(":")[0]
+        if model == "missing-model":
+            return Response(404, {"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}})
+        reqs = (((req.json().get("batch") or {}).get("inputConfig") or {}).get("requests") or {}).get("requests") or []
+        job = jobs.create([((r.get("metadata") or {}).get("key", ""), {**r["request"], "_model": model}) for r in reqs],
+                          model=model)
+        return Response(200, _operation(job))
+    name = path.split("/batches/")[1]
+    found = jobs.cancel(name.removesuffix(":cancel")) if name.endswith(":cancel") else jobs.get(name)
+    if found is None:
+        return Response(404, {"error": {"code": 404, "message": f"no batch {name}", "status": "NOT_FOUND"}})
+    return Response(200, {} if name.endswith(":cancel") else _operation(found))
+
+
+def _operation(job: Job) -> dict:
+    def iso(t: float | None) -> str | None:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z") if t else None
+
+    meta: dict = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+                  "name": f"batches/{job.id}", "model": f"models/{job.model}", "state": STATES[job.state],
+                  "createTime": iso(job.created), "updateTime": iso(job.ended or job.created)}
+    if job.state != "running":
+        meta["endTime"] = iso(job.ended)
+        out = []
+        for cid, _ in job.items:
+            if cid not in job.results:
+                continue  # never ran (expired or cancelled)
+            status, body = job.results[cid]
+            if status == 200:
+                out.append({"response": body, "metadata": {"key": cid}})
+            else:
+                err = (body or {}).get("error") or {}
+                out.append({"error": {"code": status, "message": err.get("message", "failed")}, "metadata": {"key": cid}})
+        meta["output"] = {"inlinedResponses": {"inlinedResponses": out}}
+    return {"name": f"batches/{job.id}", "metadata": meta, "done": job.state != "running"}
+
+
+def online_answer(online: Callable[[Request], Response]) -> Callable[[dict], tuple[int, object]]:
+    """A batch item answered exactly as generateContent answers the same request."""
+    def answer(request: dict) -> tuple[int, object]:
+        body = {k: v for k, v in request.items() if k not in ("_model", "model")}
+        r = online(Request("POST", f"/v1beta/models/{request.get('_model', 'm')}:generateContent", "",
+                           {"x-goog-api-key": "batch"}, json.dumps(body).encode()))
+        return r.status, r.body
+    return answer
+
+
 def gemini_server(latency_s: float = 0.0, faults: FaultPlan | None = None,
-                  reply: Callable[[list[dict], int], str] = echo, seeded: bool = False) -> LoopbackServer:
-    """``with gemini_server() as srv:`` then ``base_url=srv.url``."""
-    return LoopbackServer(functools.partial(handle, reply=reply, seen={}, seeded=seeded), latency_s=latency_s, faults=faults)
+                  reply: Callable[[list[dict], int], str] = echo, seeded: bool = False,
+                  batch: dict | None = None) -> LoopbackServer:
+    """``with gemini_server() as srv:`` then ``base_url=srv.url``. Batch mode is served too:
+    ``batch`` holds :class:`~music_core.testing.batch.BatchJobs` options; ``srv.batch_jobs``."""
+    online = functools.partial(handle, reply=reply, seen={}, seeded=seeded)
+    jobs = BatchJobs(online_answer(online), **(batch or {}))
+    srv = LoopbackServer(functools.partial(handle_batch, jobs=jobs, online=online), latency_s=latency_s, faults=faults)
+    srv.batch_jobs = jobs  # type: ignore[attr-defined]
+    return srv

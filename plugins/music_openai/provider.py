@@ -4,10 +4,11 @@ default (``raw.py``), or through the SDK with ``options.http: aiohttp`` (or ``ht
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import ChatProvider
+from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 CONNECTIONS_PER_CLIENT = 8
@@ -20,6 +21,9 @@ class OpenAIProvider(ChatProvider):
     supports_logprobs = True  # logprobs + top_logprobs (api.openai.com, vLLM, llama.cpp, SGLang)
     transport_options = frozenset({"http"})
     default_api_key_env = "OPENAI_API_KEY"
+    supports_batch = True
+    batch_limit_requests = 50_000  # the Batch API's limits per job
+    batch_limit_bytes = 200 * 2**20
 
     def __init__(self, endpoint):
         super().__init__(endpoint)
@@ -112,31 +116,90 @@ class OpenAIProvider(ChatProvider):
             extra = kw.pop("extra_body", None) or {}
             return self._completions(await self.raw().post({**kw, **extra}), call.n)
         import httpx2
-        import openai
 
         try:
             # ``client.post`` rather than ``chat.completions.create``, and the raw response: the
             # typed path walks every message through a TypedDict transform and every answer
             # through pydantic (~1 ms a call, most of the client's CPU at 64 in flight). Auth,
             # status errors and timeouts are still the SDK's own.
-            kw = self._request(call)
-            extra = kw.pop("extra_body", None) or {}
-            raw = await self.client().post("/chat/completions", body={**kw, **extra}, cast_to=httpx2.Response)
+            raw = await self.client().post("/chat/completions", body=self._body(call), cast_to=httpx2.Response)
             data = raw.json()
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            # The cause chain tells a refused connection (a wrong base_url) from a dropped one
-            # and a slow one; the SDK's aiohttp transport calls all of them timeouts.
-            raise E.transport_error(exc, "openai") from None
-        except openai.APIStatusError as exc:
-            retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
-            body = exc.body if isinstance(exc.body, dict) else {}
-            code = str(body.get("code") or (body.get("error") or {}).get("code") or "")
-            if "content_filter" in code or "content_policy" in code:
-                raise E.SafetyBlockedError(f"openai: {exc.message}", status=exc.status_code) from None
-            raise E.from_status(exc.status_code, f"openai: {exc.message}", retry_after) from None
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            raise E.ServerError(f"openai: malformed response: {exc}") from None
+        except Exception as exc:
+            raise _typed(exc) from None
         return self._completions(data, call.n)
+
+    def _body(self, call: ProviderCall) -> dict[str, Any]:
+        kw = self._request(call)
+        extra = kw.pop("extra_body", None) or {}
+        return {**kw, **extra}
+
+    # Batch mode: the Batch API over the Files API (a JSONL of chat-completions bodies).
+
+    def batch_item_bytes(self, call: ProviderCall) -> int:
+        return len(json.dumps(self._body(call), ensure_ascii=False).encode()) + 120
+
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": self._body(call)},
+                            ensure_ascii=False) for cid, call in items]
+        client = self.client()
+        try:
+            upload = await client.files.create(file=("music-batch.jsonl", ("\n".join(lines) + "\n").encode(),
+                                                     "application/jsonl"), purpose="batch")
+            job = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                              completion_window="24h", metadata={"made_by": "music"})
+        except Exception as exc:
+            raise _typed(exc) from None
+        return str(job.id)
+
+    async def batch_status(self, job_id: str) -> BatchJobStatus:
+        try:
+            job = await self.client().batches.retrieve(job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        if job.status == "failed":
+            errors = [e.message for e in ((job.errors.data or []) if job.errors else []) if e.message]
+            return BatchJobStatus("failed", "; ".join(errors)[:500] or "failed")
+        if job.status in ("completed", "expired", "cancelled"):
+            return BatchJobStatus("ended", job.status)
+        return BatchJobStatus("running", job.status)
+
+    async def batch_results(self, job_id: str) -> BatchResults:
+        client = self.client()
+        out: BatchResults = {}
+        try:
+            job = await client.batches.retrieve(job_id)
+            texts = [(await client.files.content(fid)).text for fid in (job.output_file_id, job.error_file_id) if fid]
+        except Exception as exc:
+            raise _typed(exc) from None
+        for text in texts:
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                cid = row.get("custom_id")
+                if not isinstance(cid, str):
+                    continue
+                error = row.get("error") or {}
+                if error.get("code") in ("batch_expired", "batch_cancelled"):
+                    continue  # never ran: absent, so it is submitted again
+                response = row.get("response") or {}
+                status = int(response.get("status_code") or (500 if error else 200))
+                body = response.get("body")
+                try:
+                    if status != 200:
+                        message = ((body or {}).get("error") or {}).get("message") if isinstance(body, dict) else None
+                        raise E.from_status(status, f"openai batch item: {message or error.get('message') or status}")
+                    data = body if isinstance(body, dict) else {}
+                    out[cid] = self._completions(data, max(1, len(data.get("choices") or [])))
+                except E.LLMError as exc:
+                    out[cid] = exc
+        return out
+
+    async def batch_cancel(self, job_id: str) -> None:
+        try:
+            await self.client().batches.cancel(job_id)
+        except Exception as exc:
+            raise _typed(exc) from None
 
     @staticmethod
     def _completions(data: Any, n: int) -> list[Completion]:
@@ -171,6 +234,28 @@ class OpenAIProvider(ChatProvider):
         if self._raw is not None:
             await self._raw.aclose()
             self._raw = None
+
+
+def _typed(exc: Exception) -> E.LLMError:
+    """The typed error for an exception of the openai SDK."""
+    import openai
+
+    if isinstance(exc, E.LLMError):
+        return exc
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        # The cause chain tells a refused connection (a wrong base_url) from a dropped one
+        # and a slow one; the SDK's aiohttp transport calls all of them timeouts.
+        return E.transport_error(exc, "openai")
+    if isinstance(exc, openai.APIStatusError):
+        retry_after = E.parse_retry_after(exc.response.headers.get("retry-after"))
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = str(body.get("code") or (body.get("error") or {}).get("code") or "")
+        if "content_filter" in code or "content_policy" in code:
+            return E.SafetyBlockedError(f"openai: {exc.message}", status=exc.status_code)
+        return E.from_status(exc.status_code, f"openai: {exc.message}", retry_after)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return E.ServerError(f"openai: malformed response: {exc}")
+    raise exc
 
 
 def _top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
