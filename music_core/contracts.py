@@ -130,7 +130,13 @@ class ContrastError(Exception):
 
 
 class ContrastStrategy(Component):
-    """Produces the rejected branch's answer to one user turn."""
+    """Produces the rejected branch's answer to one user turn.
+
+    ``rewrite_calls_per_turn``: the calls it makes on the ``contrast`` role per turn before the
+    rejected answer (the paper's instruction rewrite: 1). The dry-run plan counts them, and each
+    adds a round in batch mode (the answer waits for the rewrite)."""
+
+    rewrite_calls_per_turn: ClassVar[int] = 0
 
     @abstractmethod
     async def contrast(self, request: ContrastRequest) -> ContrastOutcome: ...

@@ -31,12 +31,13 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
 
         full_history = resolve_prompt_profile(c)[0] == "paper"  # the paper's prompts carry the whole conversation
         seeds, t_max = c.seeds.limit or 0, c.synth.turns
+        rewrites = rewrite_calls_per_turn(ctx)
         turn_tok = 0.7 * ep("assistant_simulator").max_tokens + 40  # one exchange
         for t in range(1, t_max + 1):
             ctx_tok = 150 + (t - 1) * 2 * turn_tok
             add("assistant_simulator", 2 * seeds, 2 * seeds, ctx_tok + 40)
-            if c.synth.strategy == "instruction-contrast":
-                add("contrast", seeds, seeds, 350 + (ctx_tok if full_history else 0))
+            if rewrites:
+                add("contrast", rewrites * seeds, rewrites * seeds, 350 + (ctx_tok if full_history else 0))
             if t < t_max:
                 sims = 1 if c.synth.shared_user_turns else 2
                 shown = ctx_tok + turn_tok if full_history else min(4, 2 * t) * turn_tok / 2
@@ -47,6 +48,21 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
             if cls is not None:
                 cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
     return rows
+
+
+def rewrite_calls_per_turn(ctx: Any) -> int:
+    """What the selected contrast strategy says it asks the contrast role per turn."""
+    try:
+        return int(ctx.registry.get("contrast_strategy", ctx.config.synth.strategy).rewrite_calls_per_turn)
+    except Exception:  # not registered: synthesis will say so; the plan still prints
+        return 0
+
+
+def synth_rounds(ctx: Any) -> int:
+    """Rounds of a batch-mode synthesis: per turn the chosen answer (with the rewrite), the
+    rejected answer once its rewrite is back, and the user's next turn (none after the last)."""
+    per_turn = 3 if rewrite_calls_per_turn(ctx) else 2
+    return per_turn * ctx.config.synth.turns - 1
 
 
 def print_plan(ctx: Any) -> None:
@@ -74,19 +90,32 @@ def print_plan(ctx: Any) -> None:
                 parts.append(cls.describe(getattr(c.eval, cls.section_name(), None)) if cls else f"{name} (not registered)")
             click.echo(f"  eval: {'; '.join(parts)}")
     rows = estimate(ctx)
-    click.echo("\n  role                 endpoint                                   calls    samples   prompt tok  completion tok   est. USD")
-    total = 0.0
+    click.echo("\n  role                 endpoint                                 mode      calls    samples   prompt tok  "
+               "completion tok  online USD   batch USD")
+    total = online_total = 0.0
     for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge"):
         if role not in rows:
             continue
         r = rows[role]
         name = getattr(c.roles, role) or c.roles.assistant_simulator
         ep = c.models[name]
-        usd = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
-        total += usd
-        click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':42s} {r['calls']:>7.0f} "
-                   f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} {usd:>10.2f}")
-    click.echo(f"\n  estimated cost: ${total:.2f} (set models.<name>.price_input_per_mtok / price_output_per_mtok)")
+        online = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
+        batch = online * ep.batch_price_factor
+        online_total += online
+        total += batch if ep.mode == "batch" else online
+        click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':40s} {ep.mode:7s} {r['calls']:>8.0f} "
+                   f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} "
+                   f"{online:>11.2f} {batch:>11.2f}")
+    if "synth" in c.run.stages:
+        batched = sorted({n for r in ("user_simulator", "assistant_simulator", "contrast")
+                          if c.models[n := (getattr(c.roles, r) or c.roles.assistant_simulator)].mode == "batch"})
+        if batched:
+            click.echo(f"\n  synthesis in batch mode ({', '.join(batched)}): a wavefront of {c.seeds.limit or 'all'} "
+                       f"conversations in {synth_rounds(ctx)} rounds (T={c.synth.turns}); each round is one batch job "
+                       f"per endpoint, split at the vendor's request limit; most jobs end within an hour (about "
+                       f"{synth_rounds(ctx)} h in all at that pace), a job at most 24 h")
+    click.echo(f"\n  estimated cost: ${total:.2f} as configured (every role online: ${online_total:.2f}; "
+               f"set models.<name>.price_input_per_mtok / price_output_per_mtok, and mode: batch for the batch price)")
 
 
 def describe_trainer(ctx: Any, train: Any) -> str:

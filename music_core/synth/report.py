@@ -87,6 +87,8 @@ def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | 
                             for k in ("samples", "prompt_tokens", "completion_tokens")},
         "usage_this_run": usage or {},
         "cost_usd_this_run": round(sum(u.get("cost_usd", 0.0) for u in (usage or {}).values()), 6),
+        # batch jobs and replica load per endpoint, this run
+        "endpoints_this_run": (run or {}).get("endpoints", {}),
     }
     return report
 
@@ -119,6 +121,17 @@ def to_markdown(r: dict[str, Any]) -> str:
     for role, u in r["usage_this_run"].items():
         lines.append(f"| {role} | {u['requests']} | {u['wire_calls']} | {u['cached_samples']} | {u['retries']} | "
                      f"{sum(u['errors'].values())} | {u['prompt_tokens']} | {u['completion_tokens']} | {u['cost_usd']:.4f} |")
+    for name, e in r.get("endpoints_this_run", {}).items():
+        b = e.get("batch")
+        if b:
+            lines.append(f"\nEndpoint `{name}` ran in batch mode (costs above at the batch price): {b['rounds']} rounds, "
+                         f"{b['jobs_submitted']} jobs submitted ({b['items_submitted']} requests), "
+                         f"{b['jobs_reattached']} jobs of an earlier run re-attached, {b['items_from_journal']} answers "
+                         f"taken from jobs an earlier run had collected, {b['items_resubmitted']} requests sent again "
+                         f"(failed, expired or cancelled); job outcomes {b['job_states']}.")
+        if e.get("replicas"):
+            served = ", ".join(f"{x['url']}: {x['served']} served, {x['failures']} failed" for x in e["replicas"])
+            lines.append(f"\nEndpoint `{name}` replicas: {served}.")
     t = r["tokens_in_pairs"]
     lines += ["", f"Tokens behind all pairs in the file: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
               f"({t['samples']} samples; what this run paid is in the table above).", ""]

@@ -184,7 +184,12 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
     transient: Counter[str] = Counter()
     task = progress.Task("synth", total=len(jobs), unit="pairs", detail=ctx.llm.totals,
                          completed=len(jobs) - len(todo))
-    sem = asyncio.Semaphore(max(1, cfg.synth.concurrency))
+    # Batch mode runs as a wavefront: every conversation in flight at once, so that each round
+    # (user turns, answers, rewrites) reaches the batch endpoint as one job, not as many.
+    batch_roles = [r for r in SYNTH_ROLES if cfg.models[ctx.llm.endpoint_name(r)].mode == "batch"]
+    in_flight = max(1, len(todo) if batch_roles else cfg.synth.concurrency)
+    stats["conversations_in_flight"] = in_flight
+    sem = asyncio.Semaphore(in_flight)
     finished: dict[int, RolloutResult] = {}
     next_to_write = 0
 
@@ -252,6 +257,9 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
     if not missing:
         stats["reordered"] = canonical_order(out, [pid for _, pid in jobs])
     stats["usage"] = ctx.llm.usage_report()
+    endpoints = ctx.llm.batch_report()
+    if endpoints:
+        stats["endpoints"] = endpoints
     stats["output"] = str(out)
     return stats
 

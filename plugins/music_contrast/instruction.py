@@ -71,6 +71,7 @@ class InstructionContrastOptions:
 
 class InstructionContrast(ContrastStrategy):
     name = "instruction-contrast"
+    rewrite_calls_per_turn = 1  # one rewrite of the instruction, then the answer to it
     options_class = InstructionContrastOptions
     description = "the paper's: answer a semantically adjacent, modified instruction"
 
