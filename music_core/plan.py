@@ -111,7 +111,8 @@ def print_plan(ctx: Any) -> None:
                           if c.models[n := (getattr(c.roles, r) or c.roles.assistant_simulator)].mode == "batch"})
         if batched:
             click.echo(f"\n  synthesis in batch mode ({', '.join(batched)}): a wavefront of {c.seeds.limit or 'all'} "
-                       f"conversations in {synth_rounds(ctx)} rounds (T={c.synth.turns}); each round is one batch job "
+                       f"conversations in {synth_rounds(ctx)} rounds (T={c.synth.turns}; plus one per retried step "
+                       f"on the slowest conversation's path); each round is one batch job "
                        f"per endpoint, split at the vendor's request limit; most jobs end within an hour (about "
                        f"{synth_rounds(ctx)} h in all at that pace), a job at most 24 h")
     click.echo(f"\n  estimated cost: ${total:.2f} as configured (every role online: ${online_total:.2f}; "

@@ -210,7 +210,7 @@ def test_bad_batch_and_replica_settings_name_the_key(override, key):
 def test_paper_dry_run_prints_the_batch_plan():
     out = subprocess.run([sys.executable, "-m", "music_core", "run", "--config", "configs/paper.yaml", "--dry-run"],
                          capture_output=True, text=True, check=True).stdout
-    assert "synthesis in batch mode (gemini_sim)" in out and "in 14 rounds (T=5)" in out
+    assert "synthesis in batch mode (gemini_sim)" in out and "in 14 rounds (T=5;" in out
     sim = next(line for line in out.splitlines() if line.strip().startswith("assistant_simulator"))
     assert " batch " in sim
     online_usd, batch_usd = (float(x) for x in sim.split()[-2:])

@@ -87,11 +87,6 @@ class BatchJournal:
         with self._lock:
             return [c for (c,) in self._db.execute("SELECT custom_id FROM batch_items WHERE job_id = ?", (job_id,))]
 
-    def open_jobs(self, endpoint: str) -> list[str]:
-        with self._lock:
-            return [j for (j,) in self._db.execute(
-                "SELECT job_id FROM batch_jobs WHERE endpoint = ? AND state = 'submitted' ORDER BY created", (endpoint,))]
-
     def collected(self, job_id: str, outcome: dict[str, list[Completion] | E.LLMError], detail: str) -> None:
         """One transaction: the job's state and every item's answer or error."""
         rows: list[tuple[str, str | None, str | None, str | None, str, str]] = []
@@ -107,13 +102,6 @@ class BatchJournal:
             self._db.execute("UPDATE batch_jobs SET state = 'collected', updated = ?, detail = ? WHERE job_id = ?",
                              (time.time(), detail, job_id))
             self._db.execute("COMMIT")
-
-    def jobs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT job_id, endpoint, provider, state, items, created, updated, detail "
-                                    "FROM batch_jobs ORDER BY created").fetchall()
-        keys = ("job_id", "endpoint", "provider", "state", "items", "created", "updated", "detail")
-        return [dict(zip(keys, r)) for r in rows]
 
     def close(self) -> None:
         with self._lock:
