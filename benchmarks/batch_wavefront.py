@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the scripted stand-in LLM the tests use
 
+from music_openai.testing import openai_server  # noqa: E402
 from synth_helpers import scripted_reply  # noqa: E402
 
 from music_core.config import load_config  # noqa: E402
 from music_core.context import RunContext  # noqa: E402
 from music_core.plugins import get_plugins  # noqa: E402
 from music_core.synth.runner import run_synth  # noqa: E402
-from music_openai.testing import openai_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TOPICS = ["a budget for a trip", "learning Rust", "a sourdough starter", "a job interview", "a garden in shade",

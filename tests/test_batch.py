@@ -303,3 +303,69 @@ def test_a_vendor_outage_while_polling_leaves_pairs_missing_and_the_rerun_reatta
         jobs = srv.batch_jobs
     assert pairs_of(ctx.synth_output()) == pairs_of(ref_ctx.synth_output())
     assert stats["endpoints"]["sim"]["batch"]["jobs_reattached"] == 1 and jobs.resubmitted() == {}
+
+
+def test_a_round_is_split_at_the_request_limit(tmp_path, monkeypatch, plugins):
+    monkeypatch.setenv("TEST_KEY", KEY)
+    with server("openai") as srv:
+        ref_ctx, _ = run_synth(synth_args(tmp_path / "ref", srv, "openai"), plugins)
+    with server("openai") as srv:
+        ctx, stats = run_synth(synth_args(tmp_path / "run", srv, "openai", FAST_BATCH + ["models.sim.batch_max_requests=4"]),
+                               plugins)
+        sizes = [len(j.items) for j in srv.batch_jobs.jobs.values()]
+    assert pairs_of(ctx.synth_output()) == pairs_of(ref_ctx.synth_output())
+    b = stats["endpoints"]["sim"]["batch"]
+    assert max(sizes) == 4 and b["jobs_submitted"] == len(sizes) > b["rounds"]
+
+
+def test_batch_mode_through_faults_on_every_batch_route_ends_equal_and_pays_nothing_twice(tmp_path, monkeypatch, plugins):
+    """429s, 500s, dropped connections and malformed bodies on uploads, job creation, polls and
+    result downloads: retried, and a rerun finishes what the retries did not."""
+    from music_core.synth.runner import SynthIncomplete
+    from music_core.testing import FaultPlan
+
+    monkeypatch.setenv("TEST_KEY", KEY)
+    with server("openai") as srv:
+        ref_ctx, _ = run_synth(synth_args(tmp_path / "ref", srv, "openai"), plugins)
+    faults = FaultPlan(rate=0.3, kinds=("429", "500", "drop", "malformed"), seed=3, retry_after_s=0.01)
+    with server("openai", faults=faults) as srv:
+        args = synth_args(tmp_path / "run", srv, "openai", FAST_BATCH + ["models.sim.max_retries=6"])
+        for _ in range(4):
+            try:
+                ctx, _ = run_synth(args, plugins)
+                break
+            except SynthIncomplete:
+                continue
+        jobs = srv.batch_jobs
+        assert sum(srv.outcomes[k] for k in ("429", "500", "drop", "malformed")) > 5
+    assert pairs_of(ctx.synth_output()) == pairs_of(ref_ctx.synth_output())
+    assert jobs.resubmitted() == {}
+
+
+def test_a_server_without_a_batch_api_stops_the_run_saying_so(tmp_path, monkeypatch, plugins):
+    import functools
+
+    from music_openai.testing import handle
+
+    from music_core.llm.errors import EndpointFatalError
+    from music_core.testing import LoopbackServer
+
+    monkeypatch.setenv("TEST_KEY", KEY)
+    with LoopbackServer(functools.partial(handle, reply=scripted_reply, seen={})) as srv:  # chat completions only
+        with pytest.raises(EndpointFatalError, match="has no Batch API") as err:
+            run_synth(synth_args(tmp_path, srv, "openai", FAST_BATCH), plugins)
+    assert "models.sim" in str(err.value)
+
+
+def test_one_refused_prompt_in_the_first_job_is_that_pair_s_error_not_the_endpoint_s(tmp_path, monkeypatch, plugins):
+    monkeypatch.setenv("TEST_KEY", KEY)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"s{i}", "messages": [{"role": "user", "content": text}]}) + "\n"
+                             for i, text in enumerate(["Plan a trip to Oslo.", "Explain [[bad-request]] please.",
+                                                       "Teach me chess openings.", "Fix my bike's brakes."])))
+    with server("openai") as srv:
+        ctx, stats = run_synth(synth_args(tmp_path / "run", srv, "openai", FAST_BATCH)
+                               + ["seeds.source=jsonl", f"seeds.path={seeds}"], plugins)
+    assert stats["written"] == 3 and stats["errors"] == 1
+    errors = [json.loads(line) for line in open(ctx.synth_output().with_name("pairs.errors.jsonl"))]
+    assert "BadRequestError" in errors[0]["error"] or "prompt refused" in errors[0]["error"]

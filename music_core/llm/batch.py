@@ -136,7 +136,7 @@ class BatchDispatcher:
         self._flusher: asyncio.Task | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._pollers: dict[str, asyncio.Task] = {}
-        self._tried: set[str] = set()  # items this run has submitted or attached once
+        self.answered = 0  # items any job answered this run (the endpoint works: a 400 is one request's)
 
     @property
     def max_requests(self) -> int:
@@ -264,6 +264,7 @@ class BatchDispatcher:
         self.journal.collected(job_id, outcome, status.detail)
         self._count(status.detail or "ended")
         ok = sum(1 for v in outcome.values() if not isinstance(v, E.LLMError))
+        self.answered += ok  # before any waiter runs: a failed item resolved first must see it
         progress.log(f"{self.name}: batch job {job_id} {status.detail or 'ended'}: {ok} of {len(items)} answered")
         for cid, got in outcome.items():
             for fut in self._waiters.pop(cid, []):

@@ -231,9 +231,10 @@ class Endpoint:
         # Before the endpoint has ever answered, a refused connection is a wrong base_url and a
         # 400 a parameter the server does not take; after, they are an outage and one bad prompt.
         # With replicas, one that refuses is cooled down; only all of them refusing is fatal.
-        if self.successes == 0 and isinstance(exc, UnreachableError) and len(self.replicas) > 1:
+        answered = self.successes + (self.batch.answered if self.batch is not None else 0)
+        if answered == 0 and isinstance(exc, UnreachableError) and len(self.replicas) > 1:
             return all(r.unreachable for r in self.replicas)
-        return self.successes == 0 and isinstance(exc, (UnreachableError, BadRequestError))
+        return answered == 0 and isinstance(exc, (UnreachableError, BadRequestError))
 
     def _raise_fatal(self, exc: LLMError) -> None:
         if self.fatal is None:

@@ -148,7 +148,12 @@ class OpenAIProvider(ChatProvider):
             job = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                               completion_window="24h", metadata={"made_by": "music"})
         except Exception as exc:
-            raise _typed(exc) from None
+            err = _typed(exc)
+            if isinstance(err, E.NotFoundError) and self.endpoint.base_url:
+                # many OpenAI-compatible servers (vLLM, llama.cpp, SGLang) serve no Batch API
+                raise E.NotFoundError(f"openai: {self.endpoint.base_url} has no Batch API (404 on /files or /batches); "
+                                      f"use mode: online for this endpoint ({err})", status=404) from None
+            raise err from None
         return str(job.id)
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
