@@ -369,3 +369,19 @@ def test_one_refused_prompt_in_the_first_job_is_that_pair_s_error_not_the_endpoi
     assert stats["written"] == 3 and stats["errors"] == 1
     errors = [json.loads(line) for line in open(ctx.synth_output().with_name("pairs.errors.jsonl"))]
     assert "BadRequestError" in errors[0]["error"] or "prompt refused" in errors[0]["error"]
+
+
+@pytest.mark.parametrize("provider", sorted(SERVERS))
+def test_a_job_made_while_the_client_gave_up_is_found_not_paid_twice(provider, tmp_path, monkeypatch, plugins):
+    """The vendor makes the first job but answers only after the client's timeout: what a kill
+    between the vendor making a job and the journal recording its id looks like. The retry
+    finds the job (by its label; Anthropic's by time and size) instead of sending it again."""
+    monkeypatch.setenv("TEST_KEY", KEY)
+    with server(provider) as srv:
+        ref_ctx, _ = run_synth(synth_args(tmp_path / "ref", srv, provider), plugins)
+    with server(provider, batch={"hang_after_create": (0,), "hang_s": 2.0}) as srv:
+        ctx, stats = run_synth(synth_args(tmp_path / "run", srv, provider, FAST_BATCH + ["models.sim.timeout_s=0.5"]),
+                               plugins)
+        jobs = srv.batch_jobs
+    assert pairs_of(ctx.synth_output()) == pairs_of(ref_ctx.synth_output())
+    assert jobs.resubmitted() == {} and stats["endpoints"]["sim"]["batch"]["jobs_reattached"] == 1

@@ -12,8 +12,12 @@ cache), finds them in the journal and re-attaches to their jobs, running or ende
 submitting them again. Items a job did not run (it expired or was cancelled) and items that
 failed are submitted again in a later round; nothing that succeeded is paid for twice.
 
-One window is not covered: a kill between the vendor accepting a job and the journal's commit
-(milliseconds) leaves that job unknown to the rerun, which submits its items again.
+A submission is recorded (as ``pending:<label>``) before it is sent, and the label goes with the
+job where the vendor keeps one (OpenAI metadata, Gemini display name). A kill between the vendor
+making the job and the journal recording its id, or a submission that failed in a way that may
+have come after the job was made (a timeout), is resolved by looking the job up by its label
+(Anthropic keeps none: by creation time and request count); only if none is found are the items
+sent again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +39,9 @@ from .types import Completion, ProviderCall
 if TYPE_CHECKING:
     from ..config.schema import EndpointConfig
     from .provider import ChatProvider
+
+PENDING = "pending:"  # the job id of a submission whose vendor id is not known yet
+WAITING_NOTE_S = 300.0  # how often a job still running is reported
 
 ERROR_KINDS: dict[str, type[E.LLMError]] = {
     cls.kind: cls for cls in (E.RateLimitedError, E.LLMTimeoutError, E.ServerError, E.LLMConnectionError,
@@ -73,15 +81,38 @@ class BatchJournal:
             return job_id, state, ERROR_KINDS.get(kind, E.ServerError)(error or "batch item failed")
         return job_id, state, None
 
-    def submitted(self, job_id: str, endpoint: str, provider: str, custom_ids: list[str]) -> None:
+    def pending(self, label: str, endpoint: str, provider: str, custom_ids: list[str]) -> str:
+        """Record a submission before it is sent: its items wait on ``pending:<label>`` until the
+        vendor's job id is known, so that a kill in between leaves something to look for."""
+        job_id = PENDING + label
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?, 'submitted', ?, ?, ?, '')",
+            self._db.execute("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?, 'pending', ?, ?, ?, '')",
                              (job_id, endpoint, provider, len(custom_ids), now, now))
             self._db.executemany("INSERT OR REPLACE INTO batch_items VALUES (?, ?, 'submitted', NULL, NULL, NULL)",
                                  [(cid, job_id) for cid in custom_ids])
             self._db.execute("COMMIT")
+        return job_id
+
+    def resolve(self, pending_id: str, job_id: str) -> None:
+        """The vendor accepted the submission as ``job_id``: its items now wait on that job."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE batch_jobs SET job_id = ?, state = 'submitted', updated = ? WHERE job_id = ?",
+                             (job_id, time.time(), pending_id))
+            self._db.execute("UPDATE batch_items SET job_id = ? WHERE job_id = ?", (job_id, pending_id))
+            self._db.execute("COMMIT")
+
+    def job(self, job_id: str) -> tuple[float, int]:
+        """When a job (or pending submission) was recorded, and how many items it holds."""
+        with self._lock:
+            row = self._db.execute("SELECT created, items FROM batch_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return (float(row[0]), int(row[1])) if row else (time.time(), 0)
+
+    def known_jobs(self) -> set[str]:
+        with self._lock:
+            return {j for (j,) in self._db.execute("SELECT job_id FROM batch_jobs")}
 
     def job_items(self, job_id: str) -> list[str]:
         with self._lock:
@@ -196,16 +227,22 @@ class BatchDispatcher:
         for cid, call, fut in chunk:
             self._waiters.setdefault(cid, []).append(fut)
             unique.setdefault(cid, call)
+        label = f"music-{uuid.uuid4().hex[:24]}"
+        pending_id = self.journal.pending(label, self.identity, self.config.provider, list(unique))
         try:
-            job_id = await self.provider.batch_submit(list(unique.items()))
+            job_id = await self.provider.batch_submit(list(unique.items()), label)
         except Exception as exc:
             err = exc if isinstance(exc, E.LLMError) else E.ServerError(f"{self.name}: batch submission failed: {exc}")
+            if not err.retryable:  # refused: no job was made, the items may go again
+                self.journal.collected(pending_id, {cid: err for cid in unique}, f"refused: {str(err)[:200]}")
+            # A transient failure (a timeout, a dropped connection) may come after the vendor made
+            # the job: the submission stays pending, and the retry looks for it before sending again.
             self._fail(list(unique), err)
             return
-        self.journal.submitted(job_id, self.identity, self.config.provider, list(unique))
+        self.journal.resolve(pending_id, job_id)
         self.stats.jobs_submitted += 1
         self.stats.items_submitted += len(unique)
-        progress.log(f"{self.name}: batch job {job_id} submitted ({len(unique)} requests)")
+        progress.log(f"{self.name}: batch job {job_id} submitted ({_requests(len(unique))})")
         self._ensure_poller(job_id, reattached=False)
 
     def _ensure_poller(self, job_id: str, *, reattached: bool) -> None:
@@ -213,10 +250,20 @@ class BatchDispatcher:
         if running is not None and not running.done():
             return
         # (a poller that gave up after an outage is started again when the call is retried)
-        if reattached:
+        if reattached and not job_id.startswith(PENDING):
             self.stats.jobs_reattached += 1
             progress.log(f"{self.name}: re-attached to batch job {job_id} (submitted by an earlier run)")
         self._pollers[job_id] = asyncio.ensure_future(self._poll(job_id))
+
+    async def _find(self, pending_id: str) -> str | None:
+        """The vendor's job for a submission interrupted before its id was recorded, if the
+        vendor made one: one candidate no other journal entry claims, else None."""
+        created, n = self.journal.job(pending_id)
+        label = pending_id.removeprefix(PENDING)
+        candidates = await self._vendor(lambda: self.provider.batch_find(label, created, n))
+        known = self.journal.known_jobs()
+        fresh = [c for c in dict.fromkeys(candidates) if c not in known]
+        return fresh[0] if len(fresh) == 1 else None
 
     async def _vendor(self, make: Any) -> Any:
         """One status or results request, retried on transient errors like any call."""
@@ -236,10 +283,29 @@ class BatchDispatcher:
     async def _poll(self, job_id: str) -> None:
         items = self.journal.job_items(job_id)
         delay = self.config.batch_poll_s
+        started = last_said = time.monotonic()
         try:
+            if job_id.startswith(PENDING):
+                found = await self._find(job_id)
+                if found is None:
+                    lost = E.BatchUnfinishedError(f"{self.name}: a submission interrupted before the vendor made a "
+                                                  f"job ({job_id}); sent again")
+                    self.journal.collected(job_id, {cid: lost for cid in items}, "never submitted")
+                    self._fail(items, lost)
+                    return
+                self.journal.resolve(job_id, found)
+                self.stats.jobs_reattached += 1
+                progress.log(f"{self.name}: found batch job {found} of a submission interrupted before its id was "
+                             f"recorded; re-attached")
+                self._pollers[found] = asyncio.current_task()  # type: ignore[assignment]
+                job_id = found
             while True:
                 status = await self._vendor(lambda: self.provider.batch_status(job_id))
                 if status.state == "running":
+                    if time.monotonic() - last_said >= WAITING_NOTE_S:  # a job can take hours: say it is alive
+                        last_said = time.monotonic()
+                        progress.log(f"{self.name}: batch job {job_id} {status.detail} ({_requests(len(items))}, "
+                                     f"waiting {(last_said - started) / 60:.0f} min)")
                     await asyncio.sleep(delay)
                     delay = min(self.config.batch_poll_max_s, delay * 1.5)
                     continue
@@ -265,7 +331,8 @@ class BatchDispatcher:
         self._count(status.detail or "ended")
         ok = sum(1 for v in outcome.values() if not isinstance(v, E.LLMError))
         self.answered += ok  # before any waiter runs: a failed item resolved first must see it
-        progress.log(f"{self.name}: batch job {job_id} {status.detail or 'ended'}: {ok} of {len(items)} answered")
+        progress.log(f"{self.name}: batch job {job_id} {status.detail or 'ended'}: {ok} of {_requests(len(items))} "
+                     f"answered")
         for cid, got in outcome.items():
             for fut in self._waiters.pop(cid, []):
                 if fut.done():
@@ -291,3 +358,7 @@ class BatchDispatcher:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _requests(n: int) -> str:
+    return f"{n} request" + ("" if n == 1 else "s")

@@ -97,10 +97,17 @@ class ChatProvider(ABC):
         """About how many bytes this call adds to a job's input (for the vendor's size limit)."""
         return 400 + sum(len(m["content"].encode()) + 40 for m in call.messages)
 
-    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
-        """Create one vendor batch job of ``(custom_id, call)`` items; return the job's id.
-        Raise the typed errors of :mod:`music_core.llm.errors` (a 401, a refused model)."""
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]], label: str) -> str:
+        """Create one vendor batch job of ``(custom_id, call)`` items; return the job's id. Tag
+        the job with ``label`` where the vendor keeps one (metadata, a display name), so that
+        :meth:`batch_find` can find it. Raise the typed errors of :mod:`music_core.llm.errors`."""
         raise NotImplementedError(f"{self.name}: no batch API (supports_batch is False)")
+
+    async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
+        """Ids of jobs that may be the submission ``label`` (``n_items`` requests, sent after
+        ``since``, a Unix time): asked when a run was interrupted before it recorded the id.
+        The default finds none, and the items are sent again."""
+        return []
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
         raise NotImplementedError(f"{self.name}: no batch API")

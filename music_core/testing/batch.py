@@ -26,6 +26,7 @@ class Job:
     created: float
     done_at: float
     model: str = ""
+    label: str = ""  # the client's tag (OpenAI metadata, Gemini display name)
     state: str = "running"  # running, completed, expired, cancelled
     results: dict[str, tuple[int, Any]] = field(default_factory=dict)  # custom_id -> (status, body)
     ended: float | None = None
@@ -35,15 +36,20 @@ class BatchJobs:
     """``complete_after_s``: how long a job runs. ``expire_jobs``: ordinals (0 = the first job
     created) of jobs that expire, answering only ``expire_answered`` of their items.
     ``item_fault_rate``: the share of items (seeded) that fail with a 500 inside a completed job,
-    each item at most once, so that its resubmission succeeds."""
+    each item at most once, so that its resubmission succeeds. ``hang_after_create``: ordinals of
+    jobs whose creation is answered only after ``hang_s`` (the job exists, the client times out:
+    what a kill between the vendor making a job and the client recording it looks like)."""
 
     def __init__(self, answer: Answer, *, complete_after_s: float = 0.2, expire_jobs: tuple[int, ...] = (),
-                 expire_answered: float = 0.5, item_fault_rate: float = 0.0, seed: int = 0, prefix: str = "batch"):
+                 expire_answered: float = 0.5, item_fault_rate: float = 0.0, seed: int = 0, prefix: str = "batch",
+                 hang_after_create: tuple[int, ...] = (), hang_s: float = 30.0):
         self.answer = answer
         self.complete_after_s = complete_after_s
         self.expire_jobs = set(expire_jobs)
         self.expire_answered = expire_answered
         self.item_fault_rate = item_fault_rate
+        self.hang_after_create = set(hang_after_create)
+        self.hang_s = hang_s
         self._rng = random.Random(seed)
         self._ids = itertools.count()
         self._prefix = prefix
@@ -54,14 +60,30 @@ class BatchJobs:
         self.unanswered: Counter[str] = Counter()  # custom_id -> jobs that ended without a 200 for it
         self.polls = 0
 
-    def create(self, items: list[tuple[str, dict[str, Any]]], model: str = "") -> Job:
+    def create(self, items: list[tuple[str, dict[str, Any]]], model: str = "", label: str = "") -> Job:
         with self._lock:
             n = next(self._ids)
-            job = Job(f"{self._prefix}_{n:04d}", items, time.time(), time.time() + self.complete_after_s, model)
+            job = Job(f"{self._prefix}_{n:04d}", items, time.time(), time.time() + self.complete_after_s, model, label)
             job.ordinal = n  # type: ignore[attr-defined]
             self.jobs[job.id] = job
             self.items_seen.update(cid for cid, _ in items)
             return job
+
+    def created(self, job: Job, response: Any) -> Any:
+        """The answer to a creation: at once, or (``hang_after_create``) after the client gave up."""
+        if job.ordinal not in self.hang_after_create:  # type: ignore[attr-defined]
+            return response
+
+        async def late() -> Any:
+            import asyncio
+
+            await asyncio.sleep(self.hang_s)
+            return response
+        return late()
+
+    def newest_first(self) -> list[Job]:
+        with self._lock:
+            return sorted(self.jobs.values(), key=lambda j: -j.ordinal)  # type: ignore[attr-defined]
 
     def get(self, job_id: str) -> Job | None:
         """The job, run to its end once its time has come."""

@@ -102,13 +102,29 @@ class AnthropicProvider(ChatProvider):
     def batch_item_bytes(self, call: ProviderCall) -> int:
         return len(json.dumps(self._params(call), ensure_ascii=False).encode()) + 100
 
-    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]], label: str) -> str:
         requests = [{"custom_id": cid, "params": self._params(call)} for cid, call in items]
         try:
             job = await self.client().messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except Exception as exc:
             raise _typed(exc) from None
         return str(job.id)
+
+    async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
+        """Message Batches keep no label: a batch created just after ``since`` holding
+        ``n_items`` requests is the candidate (the journal rules out the ones it knows)."""
+        found = []
+        try:
+            async for job in self.client().messages.batches.list(limit=100):  # newest first
+                created = job.created_at.timestamp()
+                if created < since - 600:
+                    break
+                c = job.request_counts
+                if created >= since - 60 and c.processing + c.succeeded + c.errored + c.canceled + c.expired == n_items:
+                    found.append(job.id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
         try:

@@ -60,22 +60,27 @@ def handle_batch(req: Request, jobs: BatchJobs, online: Callable[[Request], Resp
         models = {r["params"].get("model") for r in requests}
         if "missing-model" in models:
             return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": "model: missing-model"}})
-        return Response(200, _batch_object(jobs.create([(r["custom_id"], r["params"]) for r in requests]), jobs, base))
+        made = jobs.create([(r["custom_id"], r["params"]) for r in requests])
+        return jobs.created(made, Response(200, _batch_object(made, jobs, base)))
+    if req.method == "GET" and path.endswith("/v1/messages/batches"):
+        data = [_batch_object(j, jobs, base) for j in jobs.newest_first()]
+        return Response(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                              "last_id": data[-1]["id"] if data else None})
     job_id = path.split("/v1/messages/batches/")[1].split("/")[0]
     if path.endswith("/results"):
-        job = jobs.get(job_id)
-        if job is None or job.state == "running":
+        done = jobs.get(job_id)
+        if done is None or done.state == "running":
             return Response(404, {"type": "error", "error": {"type": "not_found_error", "message": "no results yet"}})
         lines = []
-        for cid, _ in job.items:
-            if cid not in job.results:
-                result: dict = {"type": "expired" if job.state == "expired" else "canceled"}
-            elif job.results[cid][0] == 200:
-                result = {"type": "succeeded", "message": job.results[cid][1]}
+        for cid, _ in done.items:
+            if cid not in done.results:
+                result: dict = {"type": "expired" if done.state == "expired" else "canceled"}
+            elif done.results[cid][0] == 200:
+                result = {"type": "succeeded", "message": done.results[cid][1]}
             else:
-                err = (job.results[cid][1] or {}).get("error") or {}
+                err = (done.results[cid][1] or {}).get("error") or {}
                 result = {"type": "errored", "error": {"type": "error", "error": {
-                    "type": "invalid_request_error" if job.results[cid][0] == 400 else "api_error",
+                    "type": "invalid_request_error" if done.results[cid][0] == 400 else "api_error",
                     "message": err.get("message", "failed")}}}
             lines.append(json.dumps({"custom_id": cid, "result": result}))
         return Response(200, ("\n".join(lines) + "\n").encode(), {"content-type": "application/binary"})

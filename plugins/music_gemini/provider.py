@@ -121,7 +121,7 @@ class GeminiProvider(ChatProvider):
     def batch_item_bytes(self, call: ProviderCall) -> int:
         return 400 + sum(len(m["content"].encode()) + 60 for m in call.messages)
 
-    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]], label: str) -> str:
         from google.genai import types
 
         if self.vertex:
@@ -134,10 +134,22 @@ class GeminiProvider(ChatProvider):
         client = self.client()
         try:
             job = await client.aio.batches.create(model=self.endpoint.model, src=requests,
-                                                  config={"display_name": f"music-{len(items)}"})
+                                                  config={"display_name": label})
         except Exception as exc:
             raise _typed(exc) from None
         return str(job.name)
+
+    async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
+        found = []
+        try:
+            async for job in await self.client().aio.batches.list(config={"page_size": 100}):  # newest first
+                if job.create_time is not None and job.create_time.timestamp() < since - 600:
+                    break
+                if job.display_name == label and job.name:
+                    found.append(job.name)
+        except Exception as exc:
+            raise _typed(exc) from None
+        return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
         try:

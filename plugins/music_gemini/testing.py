@@ -63,7 +63,7 @@ STATES = {"running": "BATCH_STATE_RUNNING", "completed": "BATCH_STATE_SUCCEEDED"
 def handle_batch(req: Request, jobs: BatchJobs, online: Callable[[Request], Response]) -> Response:
     """The Gemini API's batch mode with inlined requests: batchGenerateContent, get, cancel."""
     path = req.path.rstrip("/")
-    if ":batchGenerateContent" not in path and "/batches/" not in path:
+    if ":batchGenerateContent" not in path and "/batches" not in path:
         return online(req)
     if not req.headers.get("x-goog-api-key"):
         return Response(401, {"error": {"code": 401, "message": "API key missing", "status": "UNAUTHENTICATED"}})
@@ -71,10 +71,13 @@ def handle_batch(req: Request, jobs: BatchJobs, online: Callable[[Request], Resp
         model = path.split("/models/")[1].split(":")[0]
         if model == "missing-model":
             return Response(404, {"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}})
-        reqs = (((req.json().get("batch") or {}).get("inputConfig") or {}).get("requests") or {}).get("requests") or []
+        batch = req.json().get("batch") or {}
+        reqs = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests") or []
         job = jobs.create([((r.get("metadata") or {}).get("key", ""), {**r["request"], "_model": model}) for r in reqs],
-                          model=model)
-        return Response(200, _operation(job))
+                          model=model, label=batch.get("displayName", ""))
+        return jobs.created(job, Response(200, _operation(job)))
+    if path.endswith("/batches"):
+        return Response(200, {"operations": [_operation(j) for j in jobs.newest_first()]})
     name = path.split("/batches/")[1]
     found = jobs.cancel(name.removesuffix(":cancel")) if name.endswith(":cancel") else jobs.get(name)
     if found is None:
@@ -88,6 +91,7 @@ def _operation(job: Job) -> dict:
 
     meta: dict = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
                   "name": f"batches/{job.id}", "model": f"models/{job.model}", "state": STATES[job.state],
+                  "displayName": job.label,
                   "createTime": iso(job.created), "updateTime": iso(job.ended or job.created)}
     if job.state != "running":
         meta["endTime"] = iso(job.ended)

@@ -12,6 +12,7 @@ from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 CONNECTIONS_PER_CLIENT = 8
+FIND_WINDOW_S = 600  # how far before a recorded submission a lookup searches (clock skew, slow commits)
 
 
 class OpenAIProvider(ChatProvider):
@@ -138,7 +139,7 @@ class OpenAIProvider(ChatProvider):
     def batch_item_bytes(self, call: ProviderCall) -> int:
         return len(json.dumps(self._body(call), ensure_ascii=False).encode()) + 120
 
-    async def batch_submit(self, items: list[tuple[str, ProviderCall]]) -> str:
+    async def batch_submit(self, items: list[tuple[str, ProviderCall]], label: str) -> str:
         lines = [json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": self._body(call)},
                             ensure_ascii=False) for cid, call in items]
         client = self.client()
@@ -146,7 +147,7 @@ class OpenAIProvider(ChatProvider):
             upload = await client.files.create(file=("music-batch.jsonl", ("\n".join(lines) + "\n").encode(),
                                                      "application/jsonl"), purpose="batch")
             job = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                              completion_window="24h", metadata={"made_by": "music"})
+                                              completion_window="24h", metadata={"made_by": "music", "music_submission": label})
         except Exception as exc:
             err = _typed(exc)
             if isinstance(err, E.NotFoundError) and self.endpoint.base_url:
@@ -155,6 +156,18 @@ class OpenAIProvider(ChatProvider):
                                       f"use mode: online for this endpoint ({err})", status=404) from None
             raise err from None
         return str(job.id)
+
+    async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
+        found = []
+        try:
+            async for job in self.client().batches.list(limit=100):  # newest first
+                if job.created_at < since - FIND_WINDOW_S:
+                    break
+                if (job.metadata or {}).get("music_submission") == label:
+                    found.append(job.id)
+        except Exception as exc:
+            raise _typed(exc) from None
+        return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
         try:

@@ -108,9 +108,15 @@ def handle_batch(req: Request, jobs: BatchJobs, files: dict[str, bytes], online:
             job = jobs.create([], model="bad-model")
             job.state = "failed"
             return Response(200, _batch_object(job, jobs, body["input_file_id"], files))
-        job = jobs.create([(r["custom_id"], r["body"]) for r in rows], model=next(iter(models), ""))
+        job = jobs.create([(r["custom_id"], r["body"]) for r in rows], model=next(iter(models), ""),
+                          label=(body.get("metadata") or {}).get("music_submission", ""))
         job.input_file_id = body["input_file_id"]  # type: ignore[attr-defined]
-        return Response(200, _batch_object(job, jobs, body["input_file_id"], files))
+        return jobs.created(job, Response(200, _batch_object(job, jobs, body["input_file_id"], files)))
+    if req.method == "GET" and path.endswith("/batches"):
+        listed = [_batch_object(j, jobs, getattr(j, "input_file_id", ""), files) for j in jobs.newest_first()]
+        return Response(200, {"object": "list", "data": listed, "has_more": False,
+                              "first_id": listed[0]["id"] if listed else None,
+                              "last_id": listed[-1]["id"] if listed else None})
     if "/batches/" in path:
         job_id = path.split("/batches/")[1].removesuffix("/cancel")
         found = jobs.cancel(job_id) if path.endswith("/cancel") else jobs.get(job_id)
@@ -123,7 +129,8 @@ def handle_batch(req: Request, jobs: BatchJobs, files: dict[str, bytes], online:
 def _batch_object(job: Job, jobs: BatchJobs, input_file_id: str, files: dict[str, bytes]) -> dict:
     out: dict = {"id": job.id, "object": "batch", "endpoint": "/v1/chat/completions", "completion_window": "24h",
                  "created_at": int(job.created), "input_file_id": input_file_id, "request_counts": jobs.counts(job),
-                 "status": {"running": "in_progress"}.get(job.state, job.state), "metadata": {}}
+                 "status": {"running": "in_progress"}.get(job.state, job.state),
+                 "metadata": {"music_submission": job.label} if job.label else {}}
     if job.state == "failed":
         out["errors"] = {"object": "list", "data": [{"code": "model_not_found", "message": "The model does not exist"}]}
         return out
