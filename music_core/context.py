@@ -8,6 +8,7 @@ from typing import Any
 
 from .config.schema import MusicConfig
 from .llm.executor import LLMPool, RoleClient
+from .paths import RunPaths
 from .registry import Registry
 
 
@@ -19,37 +20,32 @@ class RunContext:
             registry = get_registry()
         self.config = config
         self.registry = registry
+        self.paths = RunPaths(config)  # every file a run reads or writes
         self._pool: LLMPool | None = None
         from . import progress
 
         progress.enable(config.run.progress, config.run.progress_interval_s)
 
-    # ---- paths -------------------------------------------------------------------------------
+    # ---- paths (shorthands for the common ones; ``self.paths`` has them all) -------------------
     @property
     def output_dir(self) -> Path:
-        return Path(self.config.run.output_dir)
+        return self.paths.root
 
     @property
     def cache_path(self) -> Path:
-        return Path(self.config.run.cache) if self.config.run.cache else self.output_dir / "llm-cache.sqlite"
+        return self.paths.cache
 
     def synth_output(self) -> Path:
-        s = self.config.synth
-        base = Path(s.output) if s.output else self.output_dir / "synth" / "pairs.jsonl"
-        if s.shard:
-            i, n = (int(x) for x in s.shard.split("/"))
-            base = base.with_name(f"{base.stem}.shard-{i}-of-{n}{base.suffix}")
-        return base
+        return self.paths.synth_output
 
     def mix_dir(self) -> Path:
-        return Path(self.config.mix.output_dir) if self.config.mix.output_dir else self.output_dir / "mix"
+        return self.paths.mix_dir
 
     def rm_dir(self, name: str | None = None) -> Path:
-        base = Path(self.config.train.output_dir) if self.config.train.output_dir else self.output_dir / "rm"
-        return base / name if name else base
+        return self.paths.rm_dir(name)
 
     def eval_dir(self) -> Path:
-        return Path(self.config.eval.output_dir) if self.config.eval.output_dir else self.output_dir / "eval"
+        return self.paths.eval_root
 
     @property
     def prompt_profile(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from .contracts import EvalReport, RewardModel, RewardScorer
 from .errors import ConfigError, MusicError
 from .jsonl import write_text_atomic
-from .training_stage import RM_MARKER
+from .paths import RM_MARKER, RUN_RMS
 
 
 def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
@@ -39,8 +39,8 @@ def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> Rewa
 def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, str]:
     rms = dict(given or ctx.config.eval.reward_models)
     if not rms:
-        defaults = {n: str(ctx.rm_dir(n)) for n in ("baseline", "music")
-                    if (ctx.rm_dir(n) / RM_MARKER).exists() or (ctx.rm_dir(n) / "config.json").exists()}
+        defaults = {n: str(ctx.paths.rm_dir(n)) for n in RUN_RMS
+                    if ctx.paths.rm_marker(n).exists() or (ctx.paths.rm_dir(n) / "config.json").exists()}
         rms = defaults
     if not rms:
         raise ConfigError("config key 'eval.reward_models': no reward models to evaluate "
@@ -53,8 +53,7 @@ def run_evaluator(ctx: Any, name: str, reward_models: dict[str, str] | None = No
     evaluator = ctx.component("evaluator", name)
     handles = {rm: RewardModel(path, rm, lambda p, bs: load_scorer(ctx, p, bs)) for rm, path in rms.items()}
     report: EvalReport = evaluator.run(handles)
-    out = ctx.eval_dir() / name
-    results_path, md_path = out / "results.json", out / "report.md"
+    results_path, md_path = ctx.paths.eval_results(name), ctx.paths.eval_report(name)
     write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results},
                                                indent=2, default=str) + "\n")
     write_text_atomic(md_path, report.markdown)

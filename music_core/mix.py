@@ -18,9 +18,8 @@ from typing import Any
 from .data import PreferencePair, content_hash
 from .errors import ConfigError, MusicError
 from .jsonl import read_records, write_jsonl_atomic, write_text_atomic
+from .paths import MIX_FILES, is_side_file
 from .synth.seeds import group_key
-
-SIDE_SUFFIXES = (".errors.jsonl", ".filtered.jsonl", ".report.json", ".config.json")
 
 
 def synthetic_files(ctx: Any) -> list[Path]:
@@ -29,9 +28,8 @@ def synthetic_files(ctx: Any) -> list[Path]:
     data is mixed alone (a baseline needs no synthesis)."""
     patterns = list(ctx.config.mix.synthetic)
     if not patterns:
-        out = ctx.synth_output()
-        shards = sorted(glob.glob(str(out.with_name(out.stem + ".shard-*-of-*" + out.suffix))))
-        found = ([out] if out.exists() else []) + [Path(f) for f in shards if not f.endswith(SIDE_SUFFIXES)]
+        out = ctx.paths.synth_output
+        found = ([out] if out.exists() else []) + ctx.paths.synth_shards()
         if not found:
             from . import progress
 
@@ -42,7 +40,7 @@ def synthetic_files(ctx: Any) -> list[Path]:
         matches = sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else ([pat] if Path(pat).exists() else [])
         if not matches and not any(ch in pat for ch in "*?["):
             raise MusicError(f"mix: synthetic pair file not found: {pat} (run `music synth` first, or set mix.synthetic)")
-        files += [Path(m) for m in matches if not m.endswith(SIDE_SUFFIXES)]
+        files += [Path(m) for m in matches if not is_side_file(m)]
     return files
 
 
@@ -128,10 +126,9 @@ def run_mix(ctx: Any) -> dict[str, Any]:
     rng.shuffle(train)
     rng.shuffle(orig_train)
     held.sort(key=lambda p: (p.source, p.id))
-    out = ctx.mix_dir()
-    write_jsonl_atomic(out / "train.jsonl", (p.to_dict() for p in train))
-    write_jsonl_atomic(out / "eval.jsonl", (p.to_dict() for p in held))
-    write_jsonl_atomic(out / "original_train.jsonl", (p.to_dict() for p in orig_train))
+    paths = ctx.paths
+    for name, rows in zip(MIX_FILES, (train, held, orig_train)):
+        write_jsonl_atomic(paths.mix_file(name), (p.to_dict() for p in rows))
     summary = {
         "synthetic_files": [str(f) for f in files],
         "original_source": cfg.original.source, "original_path": cfg.original.path,
@@ -139,7 +136,7 @@ def run_mix(ctx: Any) -> dict[str, Any]:
         "train": {"total": len(train), "synthetic": len(syn_train), "original": len(orig_train)},
         "eval": {"total": len(held), "synthetic": len(syn_eval), "original": len(orig_eval)},
         "synthetic_share_of_train": round(len(syn_train) / max(1, len(train)), 4),
-        "outputs": {k: str(out / f"{k}.jsonl") for k in ("train", "eval", "original_train")},
+        "outputs": {k: str(paths.mix_file(k)) for k in MIX_FILES},
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(paths.mix_file("summary"), json.dumps(summary, indent=2) + "\n")
     return summary

@@ -43,8 +43,10 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
                 shown = ctx_tok + turn_tok if full_history else min(4, 2 * t) * turn_tok / 2
                 add("user_simulator", sims * seeds, sims * seeds, 250 + shown)
     if "eval" in c.run.stages:
+        from .stages import EvalStage
+
         for name in c.eval.evaluators:
-            cls = _evaluator_class(ctx, name)
+            cls = EvalStage._evaluator(ctx, name)
             if cls is not None:
                 cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
     return rows
@@ -68,27 +70,10 @@ def synth_rounds(ctx: Any) -> int:
 def print_plan(ctx: Any) -> None:
     c = ctx.config
     click.echo(f"music run plan (dry run: nothing is called) -> {c.run.output_dir}")
-    for stage in c.run.stages:
-        if stage == "synth":
-            from .config import resolve_prompt_profile
+    from .stages import STAGES
 
-            profile, why = resolve_prompt_profile(c)
-            click.echo(f"  synth: {c.seeds.limit or 'all'} seeds from {c.seeds.source}"
-                       f"{' ' + c.seeds.path if c.seeds.path else ''}, T={c.synth.turns}, strategy {c.synth.strategy}"
-                       f" (fallback {c.synth.fallback_strategy}), filter {c.synth.filter}, prompt profile {profile} ({why})")
-        elif stage == "mix":
-            click.echo(f"  mix: synthetic {c.mix.synthetic_count or 'all'} + original {c.mix.original_count or 'all'} "
-                       f"from {c.mix.original.source}{' ' + c.mix.original.path if c.mix.original.path else ''}, "
-                       f"eval fraction {c.mix.eval_fraction}")
-        elif stage == "train":
-            t = c.train
-            click.echo(f"  train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, t)}")
-        elif stage == "eval":
-            parts = []
-            for name in c.eval.evaluators:
-                cls = _evaluator_class(ctx, name)
-                parts.append(cls.describe(getattr(c.eval, cls.section_name(), None)) if cls else f"{name} (not registered)")
-            click.echo(f"  eval: {'; '.join(parts)}")
+    for stage in c.run.stages:
+        click.echo(f"  {STAGES[stage].plan(ctx)}")
     rows = estimate(ctx)
     click.echo("\n  role                 endpoint                                 mode      calls    samples   prompt tok  "
                "completion tok  online USD   batch USD")
@@ -125,10 +110,3 @@ def describe_trainer(ctx: Any, train: Any) -> str:
         return str(ctx.registry.get("trainer", train.trainer).describe(train))
     except Exception:  # not registered: training will say so; the plan still prints
         return f"{train.trainer} (not registered)"
-
-
-def _evaluator_class(ctx: Any, name: str) -> Any:
-    try:
-        return ctx.registry.get("evaluator", name)
-    except Exception:  # not registered: running it will say so; the plan still prints
-        return None

@@ -9,19 +9,18 @@ from typing import Any
 
 from .contracts import Trainer, TrainResult
 from .jsonl import write_text_atomic
-
-RM_MARKER = "music_trainer.json"  # {"trainer": NAME} in every folder `music train` wrote
+from .paths import RM_MARKER
 
 
 def train_reward_model(ctx: Any, name: str | None = None, train_data: str | None = None) -> TrainResult:
     """Train with ``train.*``; ``name`` picks the output folder (``<output_dir>/rm/<name>``)
     and ``train_data`` overrides the data (``music run`` trains a baseline and a MUSIC RM)."""
     cfg = ctx.config.train
-    mix = ctx.mix_dir()
+    paths = ctx.paths
     resolved = dataclasses.replace(
         cfg,
-        train_data=train_data or cfg.train_data or str(mix / "train.jsonl"),
-        eval_data=cfg.eval_data or (str(mix / "eval.jsonl") if (mix / "eval.jsonl").exists() else None),
+        train_data=train_data or cfg.train_data or str(paths.mix_file("train")),
+        eval_data=cfg.eval_data or (str(paths.mix_file("eval")) if paths.mix_file("eval").exists() else None),
         output_dir=str(ctx.rm_dir(name)) if (name or not cfg.output_dir) else cfg.output_dir,
     )
     if not Path(resolved.train_data).exists():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from music_core import hookimpl
 
-from .pipeline import eval_group, mix, run, synth, train
+from .stage_commands import eval_group, mix, run, synth, train
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from statistics import mean
 from typing import Any
 
 from ..jsonl import iter_json_lines, write_text_atomic
+from ..paths import side_file
 from .runner import side_paths
 
 
@@ -140,7 +141,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def write(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> tuple[Path, Path]:
     r = build(out, usage, run)
-    json_path, md_path = out.with_name(out.stem + ".report.json"), out.with_name(out.stem + ".report.md")
+    json_path, md_path = side_file(out, "report"), side_file(out, "report-md")
     write_text_atomic(json_path, json.dumps(r, indent=2) + "\n")
     write_text_atomic(md_path, to_markdown(r))
     return json_path, md_path

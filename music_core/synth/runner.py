@@ -37,6 +37,7 @@ from ..data import content_hash
 from ..errors import ConfigError, MusicError, RecordError
 from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_lines_atomic, write_text_atomic
 from ..llm.errors import EndpointFatalError, LLMError
+from ..paths import side_file
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
 
@@ -48,9 +49,7 @@ class SynthIncomplete(MusicError):
 
 
 def side_paths(out: Path) -> dict[str, Path]:
-    return {"errors": out.with_name(out.stem + ".errors.jsonl"),
-            "filtered": out.with_name(out.stem + ".filtered.jsonl"),
-            "config": out.with_name(out.stem + ".config.json")}
+    return {kind: side_file(out, kind) for kind in ("errors", "filtered", "config")}
 
 
 def fingerprint(ctx: Any) -> dict[str, Any]:

@@ -1,0 +1,227 @@
+"""The four stages of ``music run``, each in one shape: its steps, the hash of each step's inputs
+(chained, so a change upstream invalidates everything downstream), its line of the dry-run
+plan, the work, and its section of the run report. Where each stage writes is
+:class:`~music_core.paths.RunPaths`' business; what each does is its own module's (``synth``,
+``mix``, ``training_stage``, ``evaluation``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .data import content_hash
+from .paths import RUN_RMS
+
+
+def plain(cfg: Any) -> Any:
+    """Plain JSON-able data from config dataclasses (and dicts of them), for hashing."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, dict):
+        return {k: plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [plain(v) for v in cfg]
+    return cfg
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    report_key: ClassVar[str]  # its section of report.json
+
+    def steps(self, ctx: Any) -> list[str]:
+        return [self.name]
+
+    def skip_reason(self, ctx: Any, step: str) -> str | None:
+        """Why a step is passed over in this run (None: it runs)."""
+        return None
+
+    @abstractmethod
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        """The hash of everything the step depends on; ``upstream`` holds the earlier steps'."""
+
+    @abstractmethod
+    def plan(self, ctx: Any) -> str:
+        """One line of ``--dry-run``: what the stage would do, calling nothing."""
+
+    @abstractmethod
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        """Do the step; return a small JSON-able summary (kept in its stage marker)."""
+
+    @abstractmethod
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        """Its section of the run report: JSON data (None: nothing yet) and Markdown lines."""
+
+
+class SynthStage(Stage):
+    name, report_key = "synth", "synth"
+
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        from .synth.runner import fingerprint
+
+        return content_hash("synth", fingerprint(ctx), plain(ctx.config.seeds))
+
+    def plan(self, ctx: Any) -> str:
+        from .config import resolve_prompt_profile
+
+        c = ctx.config
+        profile, why = resolve_prompt_profile(c)
+        return (f"synth: {c.seeds.limit or 'all'} seeds from {c.seeds.source}{' ' + c.seeds.path if c.seeds.path else ''}, "
+                f"T={c.synth.turns}, strategy {c.synth.strategy} (fallback {c.synth.fallback_strategy}), filter "
+                f"{c.synth.filter}, prompt profile {profile} ({why})")
+
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        from .synth.runner import run_synth
+
+        return {k: v for k, v in run_synth(ctx).items() if k != "usage"}
+
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        synth = load_json(ctx.paths.synth_side("report"))
+        if not synth:
+            return None, []
+        return synth, ["## Synthesis", "",
+                       f"{synth['pairs']} MUSIC pairs ({synth['errors']} error rows, {synth['filtered']} filtered out), "
+                       f"{synth['mean_turns']} turns per pair on average; prompt profile "
+                       f"**{synth.get('prompt_profile')}**; user simulator turns usable on the first try "
+                       f"{synth['user_simulator']['accepted_first_try']:.0%}; contrast turns made by the fallback "
+                       f"strategy {synth['contrast']['fallbacks']} of {synth['contrast']['turns']} "
+                       f"({synth.get('fallback_turn_share', 0):.0%}). Details: `{ctx.paths.synth_side('report-md')}`.", ""]
+
+
+class MixStage(Stage):
+    name, report_key = "mix", "mix"
+
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        return content_hash("mix", upstream["synth"], plain(ctx.config.mix))
+
+    def plan(self, ctx: Any) -> str:
+        m = ctx.config.mix
+        return (f"mix: synthetic {m.synthetic_count or 'all'} + original {m.original_count or 'all'} from "
+                f"{m.original.source}{' ' + m.original.path if m.original.path else ''}, eval fraction {m.eval_fraction}")
+
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        from .mix import run_mix
+
+        return run_mix(ctx)
+
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        mix = load_json(ctx.paths.mix_file("summary"))
+        if not mix:
+            return None, []
+        return mix, ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "
+                                        f"{mix['synthetic_share_of_train']:.0%}).", ""]
+
+
+class TrainStage(Stage):
+    """Two reward models: ``baseline`` on the original data alone, ``music`` on the mix."""
+
+    name, report_key = "train", "reward_models"
+
+    def steps(self, ctx: Any) -> list[str]:
+        return [f"train-{rm}" for rm in RUN_RMS]
+
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        train = {k: v for k, v in plain(ctx.config.train).items() if k not in ("log_every", "trackers")}
+        return content_hash("train", step.removeprefix("train-"), upstream["mix"], train)
+
+    def plan(self, ctx: Any) -> str:
+        from .plan import describe_trainer
+
+        return f"train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, ctx.config.train)}"
+
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        from .training_stage import train_reward_model
+
+        rm = step.removeprefix("train-")
+        result = train_reward_model(ctx, name=rm, train_data=str(ctx.paths.mix_file(RUN_RMS[rm])))
+        return {k: v for k, v in result.metrics.items() if not isinstance(v, dict)}
+
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        rms = {rm: load_json(ctx.paths.rm_marker(rm)) for rm in RUN_RMS}  # the training stage's own record
+        summaries = {rm: (m or {}).get("summary") or {} for rm, m in rms.items()}
+        if not any(summaries.values()):
+            return rms, []
+        labels = list(dict.fromkeys(k for s in summaries.values() for k in s))  # in the trainer's order
+        lines = ["## Reward models", "", "| RM | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        lines += [f"| {rm} | " + " | ".join(_cell(s.get(k)) for k in labels) + " |" for rm, s in summaries.items() if s]
+        return rms, lines + [""]
+
+
+class EvalStage(Stage):
+    name, report_key = "eval", "evaluations"
+
+    def steps(self, ctx: Any) -> list[str]:
+        return [f"eval-{name}" for name in ctx.config.eval.evaluators]
+
+    def skip_reason(self, ctx: Any, step: str) -> str | None:
+        cls = self._evaluator(ctx, step.removeprefix("eval-"))
+        return None if cls is None else cls.skip_reason(getattr(ctx.config.eval, cls.section_name(), None))
+
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        c = ctx.config
+        return content_hash("eval", step.removeprefix("eval-"), *(upstream[f"train-{rm}"] for rm in RUN_RMS),
+                            plain(c.eval), plain(c.models), plain(c.roles))
+
+    def plan(self, ctx: Any) -> str:
+        parts = []
+        for name in ctx.config.eval.evaluators:
+            cls = self._evaluator(ctx, name)
+            parts.append(cls.describe(getattr(ctx.config.eval, cls.section_name(), None)) if cls
+                         else f"{name} (not registered)")
+        return f"eval: {'; '.join(parts)}"
+
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        from .evaluation import run_evaluator
+
+        out = run_evaluator(ctx, step.removeprefix("eval-"), {rm: str(ctx.paths.rm_dir(rm)) for rm in RUN_RMS})
+        return {"results": out["results_path"], "report": out["markdown_path"]}
+
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        results, lines = {}, []
+        for name in ctx.config.eval.evaluators:
+            res = load_json(ctx.paths.eval_results(name))
+            if res is None:
+                continue
+            results[name] = res
+            # an evaluator's images sit beside its own report: point at them from the run report
+            prefix = os.path.relpath(ctx.paths.eval_dir(name), ctx.paths.root).replace(os.sep, "/")
+            lines += [_reroot_images(ctx.paths.eval_report(name).read_text(), prefix), ""]
+        return results, lines
+
+    @staticmethod
+    def _evaluator(ctx: Any, name: str) -> Any:
+        try:
+            return ctx.registry.get("evaluator", name)
+        except Exception:  # not registered: running it will say so; the plan still prints
+            return None
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), MixStage(), TrainStage(), EvalStage())}
+
+
+def stage_hashes(ctx: Any) -> dict[str, str]:
+    """Every step's inputs hash, in stage order (each chained to the ones before it)."""
+    hashes: dict[str, str] = {}
+    for stage in STAGES.values():
+        for step in stage.steps(ctx):
+            hashes[step] = stage.inputs_hash(ctx, step, hashes)
+    return hashes
+
+
+def _reroot_images(markdown: str, prefix: str) -> str:
+    """Prefix the relative image links of a Markdown page (not URLs, not absolute paths)."""
+    return re.sub(r"!\[([^\]]*)\]\((?![a-z]+:|/)([^)]+)\)", lambda m: f"![{m[1]}]({prefix}/{m[2]})", markdown)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return "" if value is None else str(value)
