@@ -93,7 +93,9 @@ class SynthStage(Stage):
                        f"**{synth.get('prompt_profile')}**; user simulator turns usable on the first try "
                        f"{synth['user_simulator']['accepted_first_try']:.0%}; contrast turns made by the fallback "
                        f"strategy {synth['contrast']['fallbacks']} of {synth['contrast']['turns']} "
-                       f"({synth.get('fallback_turn_share', 0):.0%}). Details: `{ctx.paths.synth_side('report-md')}`.", ""]
+                       f"({synth.get('fallback_turn_share', 0):.0%}). LLM cost of the last synthesis run "
+                       f"${synth.get('cost_usd_this_run', 0.0):.2f}{_batch_note(synth)}. "
+                       f"Details: `{ctx.paths.synth_side('report-md')}`.", ""]
 
 
 class MixStage(Stage):
@@ -214,6 +216,11 @@ def stage_hashes(ctx: Any) -> dict[str, str]:
         for step in stage.steps(ctx):
             hashes[step] = stage.inputs_hash(ctx, step, hashes)
     return hashes
+
+
+def _batch_note(synth: dict[str, Any]) -> str:
+    batched = sorted(n for n, e in (synth.get("endpoints_this_run") or {}).items() if e.get("batch"))
+    return f" (batch price on {', '.join(batched)})" if batched else ""
 
 
 def _reroot_images(markdown: str, prefix: str) -> str:

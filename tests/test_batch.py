@@ -385,3 +385,33 @@ def test_a_job_made_while_the_client_gave_up_is_found_not_paid_twice(provider, t
         jobs = srv.batch_jobs
     assert pairs_of(ctx.synth_output()) == pairs_of(ref_ctx.synth_output())
     assert jobs.resubmitted() == {} and stats["endpoints"]["sim"]["batch"]["jobs_reattached"] == 1
+
+
+def test_batches_list_and_cancel_the_jobs_of_a_killed_run_and_the_rerun_finishes(tmp_path):
+    env = {**os.environ, "TEST_KEY": KEY}
+    with server("openai", batch={"complete_after_s": 60}) as srv:
+        cmd = _synth_cmd(tmp_path / "run", srv.url + "/v1", "openai")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not srv.batch_jobs.jobs and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the journal has the id once the creation is answered
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        config = cmd[cmd.index("synth") + 1:]
+
+        def batches(verb):
+            return subprocess.run([sys.executable, "-m", "music_core", "batches", verb, *config], env=env,
+                                  capture_output=True, text=True)
+
+        listed = batches("list")
+        assert listed.returncode == 0 and "batch_0000" in listed.stdout and "submitted" in listed.stdout, listed.stderr
+        cancelled = batches("cancel")
+        assert cancelled.returncode == 0 and "batch_0000: cancel requested (sim)" in cancelled.stdout, cancelled.stderr
+        assert srv.batch_jobs.jobs["batch_0000"].state == "cancelled"
+        srv.batch_jobs.complete_after_s = 0.1
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert srv.batch_jobs.resubmitted() == {}  # only what the cancelled job never ran went out again
+    assert len(pairs_of(tmp_path / "run" / "synth" / "pairs.jsonl")) == 8
+    assert "cancelled" in batches("list").stdout

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from music_core import hookimpl
 
+from .batches import batches_group
 from .stage_commands import eval_group, mix, run, synth, train
 
 
 @hookimpl
 def register_commands(register):
-    for command in (synth, mix, train, eval_group, run):
+    for command in (synth, mix, train, eval_group, run, batches_group):
         register(command)

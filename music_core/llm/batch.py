@@ -110,6 +110,13 @@ class BatchJournal:
             row = self._db.execute("SELECT created, items FROM batch_jobs WHERE job_id = ?", (job_id,)).fetchone()
         return (float(row[0]), int(row[1])) if row else (time.time(), 0)
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job (and pending submission) recorded, oldest first."""
+        keys = ("job_id", "endpoint", "provider", "state", "items", "created", "updated", "detail")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(keys)} FROM batch_jobs ORDER BY created").fetchall()
+        return [dict(zip(keys, r)) for r in rows]
+
     def known_jobs(self) -> set[str]:
         with self._lock:
             return {j for (j,) in self._db.execute("SELECT job_id FROM batch_jobs")}
