@@ -276,9 +276,13 @@ class Trainer(Component):
     with ``music_core.config.schema.option``); the config is assembled with it at load time, so
     its keys are typed, checked, shown by ``music config show`` and absent when another trainer
     is selected. ``check_config`` adds rules types cannot express (raise ConfigError naming the key).
+    ``loads_plain_folders = True`` when :meth:`load_scorer` also reads reward models no trainer
+    of this framework made (a Hugging Face sequence-classification folder or hub id): evaluation
+    loads such folders through the first registered trainer that says so.
     """
 
     config_class: ClassVar[type] = TrainConfigBase
+    loads_plain_folders: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:  # noqa: B027 (optional hook)
@@ -352,7 +356,7 @@ class RewardModel(str):
     """A reward model handed to an evaluator: its folder or hub id (it *is* that string, so code
     that treats it as a path keeps working), its ``name`` in the run, and ``scorer(batch_size)``:
     the scorer loaded by the trainer that made the folder (recorded by the training stage; any
-    other HF sequence-classifier through bradley-terry's), once per batch size."""
+    other HF sequence-classifier through a trainer that loads_plain_folders), once per batch size."""
 
     name: str
     _load: Callable[[str, int | None], RewardScorer]

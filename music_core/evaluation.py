@@ -14,10 +14,10 @@ from .paths import RM_MARKER, RUN_RMS
 
 
 def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
-    """The scorer of an RM folder, from the trainer named in its ``music_rm.json``. RMs saved
-    elsewhere (any HF sequence-classification folder, or a hub id such as
-    ``Skywork/Skywork-Reward-Llama-3.1-8B``) go through ``bradley-terry``'s scorer. A registered
-    model alias names its folder."""
+    """The scorer of an RM folder, from the trainer named in its marker. RMs saved elsewhere (any
+    HF sequence-classification folder, or a hub id such as ``Skywork/Skywork-Reward-Llama-3.1-8B``)
+    go through the first registered trainer that ``loads_plain_folders``. A registered model
+    alias names its folder."""
     from .models import resolve_model
 
     try:
@@ -28,11 +28,17 @@ def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> Rewa
     hub_id = not path.exists() and model_dir.count("/") == 1 and not model_dir.startswith((".", "/", "~"))
     if not path.exists() and not hub_id:
         raise MusicError(f"reward model folder not found: {path}")
-    trainer = "bradley-terry"
+    trainer = None
     for marker in (path / RM_MARKER, path / "music_rm.json"):  # the stage's marker; older folders: the trainer's
         if marker.exists():
-            trainer = json.loads(marker.read_text()).get("trainer", trainer)
+            trainer = json.loads(marker.read_text()).get("trainer")
             break
+    if trainer is None:
+        plain = [n for n in ctx.registry.names("trainer") if ctx.registry.get("trainer", n).loads_plain_folders]
+        if not plain:
+            raise MusicError(f"{path}: a reward model no trainer of this run made, and no registered trainer "
+                             f"loads plain Hugging Face folders (Trainer.loads_plain_folders)")
+        trainer = plain[0]
     return ctx.component("trainer", trainer).load_scorer(str(path), batch_size)
 
 

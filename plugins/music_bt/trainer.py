@@ -72,6 +72,7 @@ class BradleyTerryTrainer(Trainer):
     name = "bradley-terry"
     description = "pairwise Bradley-Terry reward model on any HF backbone, packed, on accelerate"
     config_class = TrainConfig
+    loads_plain_folders = True  # any AutoModelForSequenceClassification folder or hub id
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
