@@ -14,7 +14,8 @@ def docs_blocks(hook: str) -> list[str]:
     """The python blocks of one hook's section of docs/hooks.md, verbatim."""
     text = DOCS.read_text()
     section = text[text.index(f"## {hook}"):]
-    section = section[:section.index("\n## ", 5)]
+    end = section.find("\n## ", 5)
+    section = section if end < 0 else section[:end]  # the last section runs to the end
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
