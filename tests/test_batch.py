@@ -146,7 +146,9 @@ def test_sigkill_with_batches_in_flight_reattaches_and_pays_nothing_twice(provid
     assert pairs_of(tmp_path / "run" / "synth" / "pairs.jsonl") == reference
     report = json.loads((tmp_path / "run" / "synth" / "pairs.report.json").read_text())
     assert report["endpoints_this_run"]["sim"]["batch"]["jobs_reattached"] >= len(in_flight)
-    assert "re-attached to batch job" in out.stderr
+    # "re-attached to batch job X", or, where the kill fell between the vendor making the job and
+    # the journal recording its id, "found batch job X of a submission interrupted ...; re-attached"
+    assert "re-attached" in out.stderr
 
 
 def test_a_job_cancelled_at_the_vendor_is_collected_and_its_unrun_items_resubmitted(tmp_path, monkeypatch, plugins):
