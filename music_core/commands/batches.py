@@ -66,7 +66,6 @@ def cancel_jobs(config_path, overrides):
                     done.append((j["job_id"], "skipped: its endpoint is not in this config (or not in batch mode)"))
                     continue
                 name, ep = by_identity[j["endpoint"]]
-                ep.provider.api_key()
                 try:
                     await ep.provider.batch_cancel(j["job_id"])
                     done.append((j["job_id"], f"cancel requested ({name})"))

@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,8 +167,9 @@ class BatchDispatcher:
     """One endpoint's batch mode: collects calls into rounds, submits, polls, resolves."""
 
     def __init__(self, name: str, identity: str, config: EndpointConfig, provider: ChatProvider,
-                 journal: BatchJournal):
+                 journal: BatchJournal, retry_delay: Callable[[int, E.LLMError], float]):
         self.name, self.identity, self.config, self.provider, self.journal = name, identity, config, provider, journal
+        self.retry_delay = retry_delay  # the endpoint's backoff (jitter, Retry-After capped)
         self.stats = BatchStats()
         self._queue: list[tuple[str, ProviderCall, asyncio.Future]] = []
         self._last_arrival = 0.0
@@ -281,11 +283,8 @@ class BatchDispatcher:
             except E.LLMError as exc:
                 if not exc.retryable or attempt >= self.config.max_retries:
                     raise
-                delay = min(60.0, self.config.retry_backoff_s * 2 ** attempt)
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, self.config.max_retry_after_s))
+                await asyncio.sleep(self.retry_delay(attempt, exc))
                 attempt += 1
-                await asyncio.sleep(delay)
 
     async def _poll(self, job_id: str) -> None:
         items = self.journal.job_items(job_id)

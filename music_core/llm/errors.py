@@ -14,7 +14,12 @@ Three fates, decided here and nowhere else:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from ..errors import MusicError
+
+T = TypeVar("T")
 
 
 class LLMError(MusicError):
@@ -177,3 +182,11 @@ def parse_duration(value: str | None) -> float | None:
         return max(0.0, float(value[:-1]))
     except ValueError:
         return None
+
+
+async def sdk_call(make: Callable[[], Awaitable[T]], typed: Callable[[Exception], LLMError]) -> T:
+    """Await ``make()``; whatever the SDK raises comes out as ``typed(exc)``, a typed error."""
+    try:
+        return await make()
+    except Exception as exc:
+        raise typed(exc) from None

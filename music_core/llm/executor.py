@@ -115,7 +115,7 @@ class Endpoint:
             import hashlib
 
             self.batch = BatchDispatcher(name, hashlib.sha256(self._identity.encode()).hexdigest()[:16], config,
-                                         provider, journal)
+                                         provider, journal, self.retry_delay)
 
     @staticmethod
     def _make_limiters(c: EndpointConfig) -> dict[str, list[SlidingWindowLimiter]]:
@@ -294,17 +294,14 @@ class Endpoint:
                 usage.wire_calls += 1
                 replica.in_flight += 1
                 try:
-                    # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
-                    async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
-                        comps = await replica.provider.generate(call)
+                    try:
+                        # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
+                        async with asyncio.timeout(self.config.timeout_s if self.provider.enforce_timeout else None):
+                            comps = await replica.provider.generate(call)
+                    except TimeoutError:
+                        raise LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s") from None
                     if len(comps) != call.n:
                         raise LLMError(f"{self.name}: provider returned {len(comps)} completions for n={call.n}")
-                except TimeoutError:
-                    exc = LLMTimeoutError(f"{self.name}: no answer within {self.config.timeout_s} s")
-                    self._replica_failed(replica, exc)
-                    for lim, slot in tpm_slots:
-                        lim.settle(slot)
-                    raise exc from None
                 except BaseException as exc:
                     if isinstance(exc, LLMError):
                         self._replica_failed(replica, exc)

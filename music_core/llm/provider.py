@@ -25,6 +25,8 @@ class BatchJobStatus:
 
 
 BatchResults = dict[str, "list[Completion] | LLMError"]
+# How far before a recorded submission ``batch_find`` looks (clock skew, a slow commit).
+FIND_WINDOW_S = 600.0
 
 
 class ChatProvider(ABC):

@@ -6,6 +6,7 @@ twice). Provider plugins put their vendor's REST dialect on top (``music_openai.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import threading
@@ -27,6 +28,7 @@ class Job:
     done_at: float
     model: str = ""
     label: str = ""  # the client's tag (OpenAI metadata, Gemini display name)
+    ordinal: int = 0  # 0: the first job created
     state: str = "running"  # running, completed, expired, cancelled
     results: dict[str, tuple[int, Any]] = field(default_factory=dict)  # custom_id -> (status, body)
     ended: float | None = None
@@ -63,27 +65,24 @@ class BatchJobs:
     def create(self, items: list[tuple[str, dict[str, Any]]], model: str = "", label: str = "") -> Job:
         with self._lock:
             n = next(self._ids)
-            job = Job(f"{self._prefix}_{n:04d}", items, time.time(), time.time() + self.complete_after_s, model, label)
-            job.ordinal = n  # type: ignore[attr-defined]
+            job = Job(f"{self._prefix}_{n:04d}", items, time.time(), time.time() + self.complete_after_s, model, label, n)
             self.jobs[job.id] = job
             self.items_seen.update(cid for cid, _ in items)
             return job
 
     def created(self, job: Job, response: Any) -> Any:
         """The answer to a creation: at once, or (``hang_after_create``) after the client gave up."""
-        if job.ordinal not in self.hang_after_create:  # type: ignore[attr-defined]
+        if job.ordinal not in self.hang_after_create:
             return response
 
         async def late() -> Any:
-            import asyncio
-
             await asyncio.sleep(self.hang_s)
             return response
         return late()
 
     def newest_first(self) -> list[Job]:
         with self._lock:
-            return sorted(self.jobs.values(), key=lambda j: -j.ordinal)  # type: ignore[attr-defined]
+            return sorted(self.jobs.values(), key=lambda j: -j.ordinal)
 
     def get(self, job_id: str) -> Job | None:
         """The job, run to its end once its time has come."""
@@ -91,7 +90,7 @@ class BatchJobs:
             self.polls += 1
             job = self.jobs.get(job_id)
             if job is not None and job.state == "running" and time.time() >= job.done_at:
-                self._finish(job, "expired" if job.ordinal in self.expire_jobs else "completed")  # type: ignore[attr-defined]
+                self._finish(job, "expired" if job.ordinal in self.expire_jobs else "completed")
             return job
 
     def cancel(self, job_id: str) -> Job | None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
+from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage
 from music_core.progress import log
 
@@ -104,10 +104,8 @@ class AnthropicProvider(ChatProvider):
 
     async def batch_submit(self, items: list[tuple[str, ProviderCall]], label: str) -> str:
         requests = [{"custom_id": cid, "params": self._params(call)} for cid, call in items]
-        try:
-            job = await self.client().messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = await E.sdk_call(lambda: self.client().messages.batches.create(requests=requests),  # type: ignore[arg-type]
+                               _typed)
         return str(job.id)
 
     async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
@@ -117,7 +115,7 @@ class AnthropicProvider(ChatProvider):
         try:
             async for job in self.client().messages.batches.list(limit=100):  # newest first
                 created = job.created_at.timestamp()
-                if created < since - 600:
+                if created < since - FIND_WINDOW_S:
                     break
                 c = job.request_counts
                 if created >= since - 60 and c.processing + c.succeeded + c.errored + c.canceled + c.expired == n_items:
@@ -127,10 +125,7 @@ class AnthropicProvider(ChatProvider):
         return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
-        try:
-            job = await self.client().messages.batches.retrieve(job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = await E.sdk_call(lambda: self.client().messages.batches.retrieve(job_id), _typed)
         if job.processing_status != "ended":
             return BatchJobStatus("running", job.processing_status)
         c = job.request_counts
@@ -163,10 +158,7 @@ class AnthropicProvider(ChatProvider):
         return out
 
     async def batch_cancel(self, job_id: str) -> None:
-        try:
-            await self.client().messages.batches.cancel(job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        await E.sdk_call(lambda: self.client().messages.batches.cancel(job_id), _typed)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
+from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
@@ -26,6 +26,7 @@ class GeminiProvider(ChatProvider):
     def __init__(self, endpoint):
         super().__init__(endpoint)
         self._client: Any = None
+        self._ended: dict[str, Any] = {}  # job id -> the ended job batch_status saw (it holds the results)
         self.vertex = bool(endpoint.options.get("vertexai"))
         self.requires_api_key = not self.vertex  # Vertex AI authenticates with ADC
 
@@ -132,18 +133,15 @@ class GeminiProvider(ChatProvider):
             r = self._request(call)
             requests.append(types.InlinedRequest(contents=r["contents"], config=r["config"], metadata={"key": cid}))
         client = self.client()
-        try:
-            job = await client.aio.batches.create(model=self.endpoint.model, src=requests,
-                                                  config={"display_name": label})
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = await E.sdk_call(lambda: client.aio.batches.create(model=self.endpoint.model, src=requests,
+                                                                 config={"display_name": label}), _typed)
         return str(job.name)
 
     async def batch_find(self, label: str, since: float, n_items: int) -> list[str]:
         found = []
         try:
             async for job in await self.client().aio.batches.list(config={"page_size": 100}):  # newest first
-                if job.create_time is not None and job.create_time.timestamp() < since - 600:
+                if job.create_time is not None and job.create_time.timestamp() < since - FIND_WINDOW_S:
                     break
                 if job.display_name == label and job.name:
                     found.append(job.name)
@@ -152,22 +150,18 @@ class GeminiProvider(ChatProvider):
         return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
-        try:
-            job = await self.client().aio.batches.get(name=job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = await E.sdk_call(lambda: self.client().aio.batches.get(name=job_id), _typed)
         state = _enum(job.state)
         if state == "JOB_STATE_FAILED":
             return BatchJobStatus("failed", str(getattr(job.error, "message", None) or "failed"))
         if state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+            self._ended[job_id] = job
             return BatchJobStatus("ended", state.removeprefix("JOB_STATE_").lower())
         return BatchJobStatus("running", state)
 
     async def batch_results(self, job_id: str) -> BatchResults:
-        try:
-            job = await self.client().aio.batches.get(name=job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = self._ended.pop(job_id, None) or await E.sdk_call(lambda: self.client().aio.batches.get(name=job_id),
+                                                                 _typed)
         out: BatchResults = {}
         for item in (job.dest.inlined_responses or []) if job.dest else []:
             cid = (item.metadata or {}).get("key")
@@ -185,10 +179,7 @@ class GeminiProvider(ChatProvider):
         return out
 
     async def batch_cancel(self, job_id: str) -> None:
-        try:
-            await self.client().aio.batches.cancel(name=job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        await E.sdk_call(lambda: self.client().aio.batches.cancel(name=job_id), _typed)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -4,15 +4,15 @@ default (``raw.py``), or through the SDK with ``options.http: aiohttp`` (or ``ht
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from music_core.llm import errors as E
-from music_core.llm.provider import BatchJobStatus, BatchResults, ChatProvider
+from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 CONNECTIONS_PER_CLIENT = 8
-FIND_WINDOW_S = 600  # how far before a recorded submission a lookup searches (clock skew, slow commits)
 
 
 class OpenAIProvider(ChatProvider):
@@ -29,6 +29,7 @@ class OpenAIProvider(ChatProvider):
     def __init__(self, endpoint):
         super().__init__(endpoint)
         self._clients: list[Any] = []
+        self._ended: dict[str, Any] = {}  # job id -> the ended job batch_status saw (results reads it)
         self._next = 0
         self._raw: Any = None
         # Self-hosted servers (a base_url) get the lean raw transport; api.openai.com the SDK.
@@ -170,25 +171,21 @@ class OpenAIProvider(ChatProvider):
         return found
 
     async def batch_status(self, job_id: str) -> BatchJobStatus:
-        try:
-            job = await self.client().batches.retrieve(job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = await E.sdk_call(lambda: self.client().batches.retrieve(job_id), _typed)
         if job.status == "failed":
             errors = [e.message for e in ((job.errors.data or []) if job.errors else []) if e.message]
             return BatchJobStatus("failed", "; ".join(errors)[:500] or "failed")
         if job.status in ("completed", "expired", "cancelled"):
+            self._ended[job_id] = job
             return BatchJobStatus("ended", job.status)
         return BatchJobStatus("running", job.status)
 
     async def batch_results(self, job_id: str) -> BatchResults:
         client = self.client()
         out: BatchResults = {}
-        try:
-            job = await client.batches.retrieve(job_id)
-            texts = [(await client.files.content(fid)).text for fid in (job.output_file_id, job.error_file_id) if fid]
-        except Exception as exc:
-            raise _typed(exc) from None
+        job = self._ended.pop(job_id, None) or await E.sdk_call(lambda: client.batches.retrieve(job_id), _typed)
+        texts = [(await E.sdk_call(functools.partial(client.files.content, fid), _typed)).text
+                 for fid in (job.output_file_id, job.error_file_id) if fid]
         for text in texts:
             for line in text.splitlines():
                 if not line.strip():
@@ -214,10 +211,7 @@ class OpenAIProvider(ChatProvider):
         return out
 
     async def batch_cancel(self, job_id: str) -> None:
-        try:
-            await self.client().batches.cancel(job_id)
-        except Exception as exc:
-            raise _typed(exc) from None
+        await E.sdk_call(lambda: self.client().batches.cancel(job_id), _typed)
 
     @staticmethod
     def _completions(data: Any, n: int) -> list[Completion]:
