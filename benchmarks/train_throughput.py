@@ -108,7 +108,7 @@ def sync() -> None:
 
 
 def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, packed_attn, compile_layers,
-               optimizer="adamw", lora=0) -> dict:
+               optimizer="adamw", lora=0, qlora=False, fixed_rows=False) -> dict:
     from transformers import AutoModel
 
     torch.manual_seed(0)
@@ -120,9 +120,16 @@ def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
         attention_impl(cfg, packed_attn.removeprefix("music_"))
     with torch.device(device):  # initialise on the device: a 2.6B model initialised on CPU takes minutes
         backbone = AutoModel.from_config(cfg, dtype=dtype)
-    if checkpointing:
+    if qlora:  # as train.lora.quantize_4bit: NF4 layers, then peft's k-bit preparation (it sets up checkpointing)
+        from peft import prepare_model_for_kbit_training
+
+        four_bit = quantize_linears_4bit(backbone, dtype, device)
+        print(f"[packed] {four_bit} linear layers hold NF4 weights", file=sys.stderr, flush=True)
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=checkpointing,
+                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if compile_layers:
+    if compile_layers and not qlora:  # the trainer compiles no 4-bit model either
         from music_bt.model import compile_each_layer
 
         compile_each_layer(backbone)
@@ -131,9 +138,31 @@ def run_packed(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpoint
     head = LastTokenHead()
     net = reward_net(backbone, head, head.build(cfg.hidden_size).to(device)).train()
     opt = make_optimizer(net, optimizer, device)
+    row = budget if fixed_rows else 0  # train.fixed_row_shape: every micro-batch one shape
     return _loop("packed", net, opt, pairs, steps, batch_pairs, device,
-                 lambda ps: [packed(g) for g in group_by_tokens(ps, budget, padded=False)],
+                 lambda ps: [packed(g, row) for g in group_by_tokens(ps, budget, padded=False)],
                  lambda mb: net(mb))
+
+
+def quantize_linears_4bit(model, compute_dtype, device) -> int:
+    """The NF4 layers (double quantisation) that from_pretrained with train.lora.quantize_4bit's
+    BitsAndBytesConfig makes, built in memory from the random weights: the GPU machine has no
+    checkpoint to load, and writing 18 GB to load it back would cost the device time."""
+    import bitsandbytes as bnb
+
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4", device="meta")
+                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
+                                             quant_type="nf4", module=q)
+                if child.bias is not None:
+                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+                setattr(parent, name, q.to(device))  # moving a Params4bit quantises it
+                n += 1
+    return n
 
 
 def run_padded(cfg, pairs, steps, batch_pairs, budget, device, dtype, checkpointing, padded_attn,
@@ -256,7 +285,7 @@ def planned_gib(cfg, args, dtype) -> float:
 
     c = count(cfg, args.lora or 16, ["all-linear"])
     gib, _ = estimate(c, param_dtype="bf16" if dtype == torch.bfloat16 else "fp32", optimizer=args.optimizer,
-                      lora=bool(args.lora), quantize_4bit=False, checkpointing=args.checkpointing, tokens=args.budget)
+                      lora=bool(args.lora), quantize_4bit=args.qlora, checkpointing=args.checkpointing, tokens=args.budget)
     return round(gib, 2)
 
 
@@ -277,11 +306,16 @@ def main() -> None:
     ap.add_argument("--only", choices=["packed", "padded"], default=None)
     ap.add_argument("--optimizer", default="adamw", help="adamw, adamw_8bit or adafactor (train.optimizer)")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tune)")
+    ap.add_argument("--qlora", action="store_true", help="with --lora: the backbone's linear layers in NF4 (train.lora.quantize_4bit)")
+    ap.add_argument("--fixed-rows", action="store_true", help="packed: fill every micro-batch to --budget (train.fixed_row_shape)")
     ap.add_argument("--length-sorted", action="store_true", help="padded: sort each step's pairs by length")
     ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed first steps (compilation)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     WARMUP = args.warmup
+    if args.qlora and not args.lora:
+        ap.error("--qlora trains adapters on a 4-bit backbone: give --lora R too")
+    variant_name = f"{'QLoRA' if args.qlora else 'LoRA'} r={args.lora}"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cfg = make_config(args.preset, "sdpa")
@@ -305,7 +339,7 @@ def main() -> None:
         try:
             if variant == "packed":
                 row = run_packed(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype, args.checkpointing,
-                                 packed_attn, args.compile, args.optimizer, args.lora)
+                                 packed_attn, args.compile, args.optimizer, args.lora, args.qlora, args.fixed_rows)
                 row["planned_gib"] = planned_gib(cfg, args, dtype)
             else:
                 row = run_padded(cfg, pairs, args.steps, args.batch_pairs, args.budget, device, dtype,
@@ -334,7 +368,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     result = {"benchmark": "train_throughput", "device": device_name, "torch": torch.__version__,
               "preset": args.preset, "attention": attn, "checkpointing": args.checkpointing, "compile": args.compile,
-              "optimizer": args.optimizer, "lora_rank": args.lora, "padded_length_sorted": args.length_sorted,
+              "optimizer": args.optimizer, "lora_rank": args.lora, "qlora_nf4": args.qlora, "fixed_rows": args.fixed_rows, "padded_length_sorted": args.length_sorted,
               "flex_kernel_options": os.environ.get("MUSIC_FLEX_KERNEL_OPTIONS"), "steps": args.steps,
               "batch_pairs": args.batch_pairs, "packed_budget_tokens": args.budget,
               "length_distribution": f"log-normal median {args.median}, sigma 0.6, cap {args.cap}",
@@ -350,7 +384,8 @@ def main() -> None:
     md = [f"# Train throughput: packed vs padded ({args.preset})", "",
           f"`python benchmarks/train_throughput.py --preset {args.preset}` on {device_name}, torch {torch.__version__}, "
           f"{result['date']}; attention {attn}; optimizer {args.optimizer}"
-          f"{f', LoRA r={args.lora}' if args.lora else ', full fine-tune'}; {args.steps} timed steps of {args.batch_pairs} pairs; lengths "
+          f"{f', {variant_name}' if args.lora else ', full fine-tune'}"
+          f"{' (NF4 backbone)' if args.qlora else ''}{', rows fixed at the budget' if args.fixed_rows else ''}; {args.steps} timed steps of {args.batch_pairs} pairs; lengths "
           f"{result['length_distribution']}" + (f"; bf16 matmul ceiling measured {ceiling:.0f} TFLOP/s" if ceiling else ""), "",
           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]

@@ -133,6 +133,31 @@ def test_packed_and_padded_give_the_same_rewards(models, plugins, head):
     assert (b - singles).abs().max() <= 1e-4  # batched and single scoring agree
 
 
+@pytest.mark.parametrize("model,attention", [("decoder", "sdpa"), ("decoder", "varlen"), ("gemma2", "flex"),
+                                             ("gemma2", "varlen")])
+def test_a_row_filled_to_a_fixed_shape_gives_the_same_rewards_and_gradients(models, plugins, model, attention):
+    """train.fixed_row_shape: the filler is sequences of its own, so no real token attends to it."""
+    import torch
+    from music_bt.batching import packed
+
+    examples, _ = _examples(models[model])
+    real = sum(e.tokens for e in examples)
+    filled = packed(examples, row_tokens=real + 300, pad_id=0)
+    assert filled.input_ids.shape[1] == real + 300 and filled.real_tokens == real
+    longest = max(max(len(e.chosen.ids), len(e.rejected.ids)) for e in examples)
+    assert int(filled.position_ids.max()) < longest  # the filler restarts its positions
+    assert packed(examples, row_tokens=real - 1).input_ids.shape[1] == real  # an overfull row is never cut
+    net = _net(models[model], "per-turn", plugins, attention=attention)
+    with torch.set_grad_enabled(attention != "flex"):  # flex attention's backward is GPU-only
+        ref = net(packed(examples))
+        got = net(filled)
+        assert (got - ref).abs().max() <= 1e-5
+        if attention != "flex":
+            grads = torch.autograd.grad(ref.sum(), [p for p in net.parameters() if p.requires_grad])
+            again = torch.autograd.grad(got.sum(), [p for p in net.parameters() if p.requires_grad])
+            assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads, again))
+
+
 @pytest.mark.parametrize("attention", ["flex", "varlen"])
 def test_packed_softcapped_sliding_window_attention_matches_eager(models, plugins, attention):
     """Gemma-2's soft-capping and sliding window, packed (music_flex: a document-causal block mask
@@ -290,6 +315,18 @@ def test_lora_trains_adapters_and_head_and_exports_a_plain_model(models, plugins
     model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)  # merged: no peft needed
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert result.metrics["steps"] == 4 and torch.isfinite(torch.tensor(result.metrics["eval_loss"]))
+
+
+def test_fixed_row_shape_with_compiled_layers_trains_as_the_varying_rows_do(models, plugins, tmp_path):
+    """train.fixed_row_shape fills each micro-batch to the budget so compiled layers keep one shape;
+    the losses are those of the unfilled rows."""
+    common = [f"train.backbone={models['decoder']}", "train.head=last-token", "train.max_steps=3", "train.batch_size=4",
+              "train.tokens_per_micro_batch=512", "train.lr=5e-3", "train.compile=true"]
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "fixed").mkdir()
+    plain = train(tmp_path / "plain", plugins, *common).metrics
+    fixed = train(tmp_path / "fixed", plugins, *common, "train.fixed_row_shape=true").metrics
+    assert abs(plain["final_loss"] - fixed["final_loss"]) < 1e-5 and abs(plain["eval_loss"] - fixed["eval_loss"]) < 1e-5
 
 
 def test_qlora_trains_adapters_on_a_4bit_backbone_and_exports_full_precision(models, plugins, tmp_path):

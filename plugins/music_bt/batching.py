@@ -35,12 +35,14 @@ class MicroBatch:
     attention_mask: Any = None    # padded
     real_tokens: int = 0
     computed_tokens: int = 0      # real + padding
+    filler_ends: list[int] | None = None  # packed rows padded to a fixed shape: the filler's own sequences
 
     def cu_seqlens(self, device: Any) -> Any:
-        """Cumulative sequence boundaries of a packed row (varlen attention's input)."""
+        """Cumulative sequence boundaries of a packed row (varlen attention's input), the filler's
+        sequences included so that no real token attends to it."""
         import torch
 
-        return torch.tensor([0] + list(self.spans.ends), dtype=torch.int32, device=device)
+        return torch.tensor([0] + list(self.spans.ends) + list(self.filler_ends or []), dtype=torch.int32, device=device)
 
     def to(self, device: Any) -> MicroBatch:
         self.input_ids = self.input_ids.to(device)
@@ -77,7 +79,11 @@ def group_by_tokens(pairs: list[PairExample], budget: int, padded: bool) -> list
     return groups
 
 
-def packed(pairs: list[PairExample]) -> MicroBatch:
+def packed(pairs: list[PairExample], row_tokens: int = 0, pad_id: int = 0) -> MicroBatch:
+    """One row of the pairs' sequences. With ``row_tokens``, a shorter row is filled up to that
+    length with pad tokens forming sequences of their own (each no longer than the row's longest
+    real one, so positions stay within what the model has seen): every micro-batch then has the
+    same shape and compiled layers never recompile. No reward is read from the filler."""
     import torch
 
     ids: list[int] = []
@@ -94,8 +100,17 @@ def packed(pairs: list[PairExample]) -> MicroBatch:
             ends.append(off + len(e.ids))
             turn_ends.append([off + t for t in e.turn_ends])
     n = len(ids)
+    filler_ends: list[int] = []
+    if row_tokens > n:
+        longest = max(e - s for s, e in zip(starts, ends))
+        while len(ids) < row_tokens:
+            k = min(longest, row_tokens - len(ids))
+            ids += [pad_id] * k
+            pos += range(k)
+            filler_ends.append(len(ids))
     return MicroBatch(pairs, torch.tensor([ids]), SequenceSpans(starts, ends, turn_ends),
-                      position_ids=torch.tensor([pos]), real_tokens=n, computed_tokens=n)
+                      position_ids=torch.tensor([pos]), real_tokens=n, computed_tokens=len(ids),
+                      filler_ends=filler_ends or None)
 
 
 def padded(pairs: list[PairExample], pad_id: int) -> MicroBatch:

@@ -37,7 +37,8 @@ class Batcher:
 
     def micro_batches(self, pairs: list[PairExample]) -> list[Any]:
         groups = group_by_tokens(pairs, self.cfg.tokens_per_micro_batch, padded=not self.pack)
-        return [packed(g) if self.pack else padded(g, self.pad_id) for g in groups]
+        row = self.cfg.tokens_per_micro_batch if self.cfg.fixed_row_shape else 0
+        return [packed(g, row, self.pad_id) if self.pack else padded(g, self.pad_id) for g in groups]
 
 
 def evaluate(net: Any, batcher: Batcher, examples: list[PairExample], device: Any) -> dict[str, float]:

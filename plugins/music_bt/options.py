@@ -57,6 +57,9 @@ class BradleyTerryConfig(TrainConfig):
     gradient_checkpointing: bool = _f(False, "trade compute for activation memory")
     compile: bool = _f(False, "torch.compile each transformer layer (fuses the norms and activations; the first steps "
                               "compile)")
+    fixed_row_shape: bool = _f(False, "packed: fill every micro-batch up to tokens_per_micro_batch with pad sequences the "
+                                      "rewards never read, so compiled layers (train.compile) see one shape and never "
+                                      "recompile; costs the filler's compute")
     packing: bool = _f(True, "padding-free packing with block-diagonal attention (else length-grouped padding)")
     attention: str = _f("auto", "auto (GPU: flex; CPU: varlen when packed), sdpa, flex, varlen or eager")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA / QLoRA"})
