@@ -59,7 +59,7 @@ def test_429_honours_retry_after(provider):
 
 @pytest.mark.parametrize("provider", ALL)
 @pytest.mark.parametrize("fault,kind", [("500", "server_error"), ("timeout", "timeout"),
-                                        ("drop", "connection"), ("malformed", "server_error")])
+                                        ("drop", "connection"), ("malformed", "malformed")])
 def test_retryable_faults_are_retried(provider, fault, kind):
     plan = FaultPlan(script=[fault, None], hang_s=5)
     with server_for(provider, faults=plan) as srv:

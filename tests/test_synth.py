@@ -44,6 +44,27 @@ def read_pairs(path):
     return [json.loads(line) for line in open(path)]
 
 
+def test_answers_cut_by_max_tokens_are_counted_per_pair_and_reported(tmp_path, monkeypatch, plugins):
+    """An answer the token cap ended is kept (it is the simulator's answer) but recorded: in the
+    pair's provenance by role, and in bold in the synthesis report."""
+    from music_openai.testing import openai_server
+
+    def reply(messages, index):
+        text = scripted_reply(messages, index)
+        return text + " [[length]]" if text.startswith("Answer ") and index % 2 == 0 else text
+
+    monkeypatch.setenv("TEST_KEY", KEY)
+    with openai_server(reply=reply) as srv:
+        ctx, stats = run_synth(synth_overrides(tmp_path, srv.url + "/v1", "openai", "TEST_KEY")
+                               + ["seeds.limit=4", "synth.turns=2"], plugins)
+    pairs = read_pairs(ctx.synth_output())
+    cut = [p["meta"]["usage"]["cut_at_max_tokens"] for p in pairs]
+    assert all(set(c) <= {"assistant_simulator"} for c in cut) and sum(c.get("assistant_simulator", 0) for c in cut) > 0
+    report = json.loads((tmp_path / "synth" / "pairs.report.json").read_text())
+    assert report["cut_at_max_tokens"]["assistant_simulator"] == sum(c.get("assistant_simulator", 0) for c in cut)
+    assert "samples cut short by max_tokens" in (tmp_path / "synth" / "pairs.report.md").read_text()
+
+
 @pytest.mark.parametrize("provider", sorted(SERVERS))
 def test_synth_against_each_provider_by_changing_one_line(provider, tmp_path, monkeypatch, plugins):
     monkeypatch.setenv("TEST_KEY", KEY)

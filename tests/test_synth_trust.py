@@ -169,6 +169,20 @@ def test_unknown_model_and_unreachable_base_url_are_fatal(tmp_path):
     _assert_fatal(proc, "unreachable", url)
 
 
+def test_a_base_url_that_serves_a_web_page_stops_the_run_naming_it(tmp_path):
+    """200 with HTML on every path (base_url without its /v1 in front of a web UI): each answer is
+    retried as a glitch, and when nothing else ever comes the run stops, naming the endpoint."""
+    def page(req):
+        return Response(200, b"<!doctype html><title>Open WebUI</title>", {"content-type": "text/html"})
+
+    with LoopbackServer(page) as srv:
+        proc = run(synth_cmd(tmp_path, srv.url, "models.sim.max_retries=2", "models.sim.retry_backoff_s=0.01"))
+        seen = len(srv.requests)
+    _assert_fatal(proc, "malformed", "text/html")
+    assert seen <= 8 * 3  # the calls in flight (4 rollouts, both branches), each with its retries, then nothing more
+    assert not (tmp_path / "synth" / "pairs.jsonl").exists() or not pairs_of(tmp_path / "synth" / "pairs.jsonl")
+
+
 def test_corrected_config_runs_after_a_fatal_stop(tmp_path):
     from music_openai.testing import openai_server
 

@@ -48,6 +48,14 @@ class ServerError(LLMError):
     retryable, kind = True, "server_error"
 
 
+class MalformedResponseError(ServerError):
+    """An answer that is not what the API returns (HTML, truncated JSON, no choices). Retried, as
+    a glitch; but an endpoint that has never answered well and gives only these after every
+    retry is misconfigured (a base_url pointing at a web page, say) and stops the run."""
+
+    kind = "malformed"
+
+
 class LLMConnectionError(LLMError):
     retryable, kind = True, "connection"
 

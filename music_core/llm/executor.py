@@ -24,6 +24,7 @@ from .errors import (
     LLMConnectionError,
     LLMError,
     LLMTimeoutError,
+    MalformedResponseError,
     ServerError,
     UnreachableError,
 )
@@ -231,10 +232,13 @@ class Endpoint:
         # Before the endpoint has ever answered, a refused connection is a wrong base_url and a
         # 400 a parameter the server does not take; after, they are an outage and one bad prompt.
         # With replicas, one that refuses is cooled down; only all of them refusing is fatal.
-        answered = self.successes + (self.batch.answered if self.batch is not None else 0)
+        answered = self._answered()
         if answered == 0 and isinstance(exc, UnreachableError) and len(self.replicas) > 1:
             return all(r.unreachable for r in self.replicas)
         return answered == 0 and isinstance(exc, (UnreachableError, BadRequestError))
+
+    def _answered(self) -> int:
+        return self.successes + (self.batch.answered if self.batch is not None else 0)
 
     def _raise_fatal(self, exc: LLMError) -> None:
         if self.fatal is None:
@@ -267,6 +271,8 @@ class Endpoint:
                 if self._fatal(exc):
                     self._raise_fatal(exc)
                 if not exc.retryable or attempt >= self.config.max_retries:
+                    if isinstance(exc, MalformedResponseError) and self._answered() == 0:
+                        self._raise_fatal(exc)  # nothing but malformed answers, every retry: not an API
                     raise
                 # A replica's fault goes straight to another healthy replica; else back off.
                 delay = 0.0 if exc.replica_fault and self._healthy() else self.retry_delay(attempt, exc)

@@ -86,6 +86,9 @@ def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | 
         },
         "tokens_in_pairs": {k: sum(p["meta"].get("usage", {}).get(k, 0) for p in pairs)
                             for k in ("samples", "prompt_tokens", "completion_tokens")},
+        # samples behind the pairs that max_tokens cut short, by role (finish_reason "length")
+        "cut_at_max_tokens": dict(sum((Counter(p["meta"].get("usage", {}).get("cut_at_max_tokens", {})) for p in pairs),
+                                      Counter())),
         "usage_this_run": usage or {},
         "cost_usd_this_run": round(sum(u.get("cost_usd", 0.0) for u in (usage or {}).values()), 6),
         # batch jobs and replica load per endpoint, this run
@@ -115,6 +118,10 @@ def to_markdown(r: dict[str, Any]) -> str:
              ]
     if r["error_kinds"]:
         lines.append(f"- error kinds: {r['error_kinds']}")
+    if r["cut_at_max_tokens"]:
+        lines.append(f"- **samples cut short by max_tokens** (finish_reason length), by role: {r['cut_at_max_tokens']} of "
+                     f"{r['tokens_in_pairs']['samples']}; unfinished answers in pairs bias the reward model: raise "
+                     "max_tokens of the role's endpoint (models.<name>.max_tokens)")
     lines += ["", "## Answer length by turn (characters)", "", "| turn | chosen | rejected | n |", "|---|---|---|---|"]
     lines += [f"| {t} | {d['chosen_mean']} | {d['rejected_mean']} | {d['n']} |" for t, d in r["answer_chars_by_turn"].items()]
     lines += ["", "## Usage this run", "", "| role | requests | wire calls | cached samples | retries | errors | prompt tok | completion tok | cost USD |",

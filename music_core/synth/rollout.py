@@ -77,12 +77,15 @@ class Tally:
     samples: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cut_at_max_tokens: dict[str, int] = field(default_factory=dict)  # role -> samples the token cap ended
 
-    def add(self, comps: list[Any]) -> None:
+    def add(self, comps: list[Any], role: str) -> None:
         for c in comps:
             self.samples += 1
             self.prompt_tokens += c.usage.prompt_tokens
             self.completion_tokens += c.usage.completion_tokens
+            if c.finish_reason == "length":  # a cut answer would teach the RM that unfinished is good (or bad)
+                self.cut_at_max_tokens[role] = self.cut_at_max_tokens.get(role, 0) + 1
 
 
 class TalliedClient:
@@ -98,7 +101,7 @@ class TalliedClient:
 
     async def chat(self, messages: list[Message], *, n: int = 1, sample_index: int = 0, **kw: Any) -> list[Completion]:
         comps = await self.inner.chat(messages, n=n, sample_index=sample_index, **kw)
-        self.tally.add(comps)
+        self.tally.add(comps, self.role)
         return comps
 
     async def text(self, messages: list[Message], *, sample_index: int = 0, **kw: Any) -> str:
@@ -234,7 +237,7 @@ class RolloutEngine:
             "turn_strategies": made, "fallback_turns": fallback_turns,
             "made_by_fallback": "none" if not fallback_turns else "wholly" if fallback_turns == len(made) else "partly",
             "usage": {"samples": tally.samples, "prompt_tokens": tally.prompt_tokens,
-                      "completion_tokens": tally.completion_tokens},
+                      "completion_tokens": tally.completion_tokens, "cut_at_max_tokens": dict(tally.cut_at_max_tokens)},
         }
         pair = PreferencePair(id=pair_id, chosen=chosen, rejected=rejected, source="music", meta=meta)
         errs = pair.errors()

@@ -180,5 +180,5 @@ def _typed(exc: Exception) -> E.LLMError:
             return E.ServerError(f"anthropic: {exc.message}", status=529, retry_after=retry_after)
         return E.from_status(exc.status_code, f"anthropic: {exc.message}", retry_after)
     if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
-        return E.ServerError(f"anthropic: malformed response: {exc}")
+        return E.MalformedResponseError(f"anthropic: malformed response: {exc}")
     raise exc

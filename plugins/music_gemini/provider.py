@@ -199,7 +199,7 @@ def _typed(exc: Exception) -> E.LLMError:
     if isinstance(exc, gerr.APIError):
         return E.from_status(int(exc.code or 500), f"gemini: {exc.message or exc}", _retry_after(exc))
     if isinstance(exc, ValueError):  # a body that is not JSON
-        return E.ServerError(f"gemini: malformed response: {exc}")
+        return E.MalformedResponseError(f"gemini: malformed response: {exc}")
     return E.transport_error(exc, "gemini")  # transport errors come from httpx2 or aiohttp
 
 

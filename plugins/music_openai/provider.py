@@ -215,24 +215,44 @@ class OpenAIProvider(ChatProvider):
 
     @staticmethod
     def _completions(data: Any, n: int) -> list[Completion]:
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise E.ServerError("openai: malformed response: no 'choices' list")
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        """Completions from a chat-completions body, as OpenAI-compatible servers really send
+        it: choices without an index, content as a list of text parts, usage with nulls. A shape
+        that is not a chat completion is a typed (malformed) error, never a crash."""
+        def malformed(why: str) -> E.LLMError:
+            return E.MalformedResponseError(f"openai: malformed response: {why}")
+
+        if not isinstance(data, dict):
+            raise malformed(f"a JSON {type(data).__name__}, not an object")
+        if not isinstance(data.get("choices"), list):
+            error = data.get("error")
+            if error:  # some proxies answer 200 with an error object (OpenRouter, LiteLLM)
+                raise _error_in_body(error)
+            raise malformed("no 'choices' list")
+        if not all(isinstance(c, dict) for c in data["choices"]):
+            raise malformed("a choice that is not an object")
+        choices = [c for _, c in sorted(enumerate(data["choices"]), key=lambda ic: (_int(ic[1].get("index"), ic[0]), ic[0]))]
         if len(choices) < n:
             raise E.EmptyResponseError(f"openai: {len(choices)} choices for n={n}")
-        u = data.get("usage") or {}
-        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        u = data["usage"] if isinstance(data.get("usage"), dict) else {}
+        usage = Usage(_int(u.get("prompt_tokens"), 0), _int(u.get("completion_tokens"), 0))
         out = []
         for choice, share in zip(choices[:n], split_usage(usage, n)):
-            message = choice.get("message") or {}
+            message = choice.get("message")
+            if message is not None and not isinstance(message, dict):
+                raise malformed("a choice's 'message' is not an object")
+            message = message or {}
             if choice.get("finish_reason") == "content_filter":
                 raise E.SafetyBlockedError("openai: the answer was blocked by the content filter")
-            text = message.get("content")
-            if not isinstance(text, str) or not text.strip():
+            text = _text(message.get("content"))
+            if text is None and isinstance(choice.get("text"), str):  # a completions-style choice
+                text = choice["text"]
+            if text is not None:
+                text = _without_reasoning(text)
+            if text is None or not text.strip():
                 if message.get("refusal"):
                     raise E.SafetyBlockedError(f"openai: refusal: {message['refusal']}")
                 raise E.EmptyResponseError("openai: empty completion")
-            out.append(Completion(text, choice.get("finish_reason") or "stop", share,
+            out.append(Completion(text, str(choice.get("finish_reason") or "stop"), share,
                                   top_logprobs=_top_logprobs(choice)))
         return out
 
@@ -266,23 +286,75 @@ def _typed(exc: Exception) -> E.LLMError:
             return E.SafetyBlockedError(f"openai: {exc.message}", status=exc.status_code)
         return E.from_status(exc.status_code, f"openai: {exc.message}", retry_after)
     if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
-        return E.ServerError(f"openai: malformed response: {exc}")
+        return E.MalformedResponseError(f"openai: malformed response: {exc}")
     raise exc
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(content: Any) -> str | None:
+    """A message's content: a string, or a list of parts whose text parts are joined (the shape
+    some servers give every answer, and api.openai.com gives audio and refusal answers)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return "".join(t for t in parts if isinstance(t, str))
+    return None
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def _without_reasoning(text: str) -> str:
+    """The answer without a leading ``<think>...</think>`` block: a reasoning model served with no
+    reasoning parser (vLLM, llama.cpp, Ollama) puts its reasoning in the content, and it must not
+    become a turn of a conversation. Reasoning that never closed (max_tokens ran out) leaves no
+    answer."""
+    head = text.lstrip()
+    if not head.startswith(THINK_OPEN):
+        return text
+    end = head.find(THINK_CLOSE)
+    return "" if end < 0 else head[end + len(THINK_CLOSE):].lstrip()
+
+
+def _error_in_body(error: Any) -> E.LLMError:
+    """The typed error for an error object in a 200 answer: a numeric code is an HTTP status."""
+    message = str(error.get("message") or error) if isinstance(error, dict) else str(error)
+    code = error.get("code") if isinstance(error, dict) else None
+    status = _int(code, 0)
+    if 400 <= status < 600:
+        return E.from_status(status, f"openai: error in a 200 answer: {message}")
+    return E.ServerError(f"openai: error in a 200 answer: {message}")
 
 
 def _top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
     """``choices[i].logprobs.content[j].top_logprobs`` as one ``{token: logprob}`` per position
     (the chat-completions shape that api.openai.com, vLLM and llama.cpp's server return)."""
-    content = (choice.get("logprobs") or {}).get("content")
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not isinstance(content, list):
         return None
     out = []
     for pos in content:
         alts: dict[str, float] = {}
-        for alt in (pos or {}).get("top_logprobs") or []:
-            if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt.get("logprob") is not None:
-                alts.setdefault(alt["token"], float(alt["logprob"]))
-        if pos and isinstance(pos.get("token"), str) and pos.get("logprob") is not None:
-            alts.setdefault(pos["token"], float(pos["logprob"]))
+        pos = pos if isinstance(pos, dict) else {}
+        top = pos.get("top_logprobs")
+        for alt in [*(top if isinstance(top, list) else []), pos]:  # the chosen token counts as an alternative
+            lp = _float(alt.get("logprob")) if isinstance(alt, dict) else None
+            if lp is not None and isinstance(alt.get("token"), str):
+                alts.setdefault(alt["token"], lp)
         out.append(alts)
     return out
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -51,14 +51,20 @@ class RawTransport:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = E.parse_retry_after(resp.headers.get("retry-after"))
+                content_type = resp.headers.get("content-type", "")
+                location = resp.headers.get("location", "")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise E.transport_error(exc, "openai") from None
         if status >= 400:
             raise _status_error(status, raw, retry_after)
+        if 300 <= status < 400:  # never followed: a POST redirected (http -> https, a moved path) is a wrong base_url
+            raise E.NotFoundError(f"openai: {self.url} answered HTTP {status}, a redirect to {location or '(no location)'}: "
+                                  f"set base_url to where it points", status=status)
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise E.ServerError(f"openai: malformed response: {exc}") from None
+            raise E.MalformedResponseError(f"openai: malformed response (HTTP {status}, {content_type or 'no content type'}): {exc}; "
+                                           f"it begins {raw[:80]!r}") from None
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,7 +1,8 @@
 """A loopback server that speaks the OpenAI chat-completions REST API, for tests and benchmarks.
 
 Magic words in the last user message: ``[[safety]]`` (content_filter), ``[[empty]]``,
-``[[bad-request]]`` (a 400 for that prompt). Models ``missing-model`` (404), ``bad-model`` (400)."""
+``[[bad-request]]`` (a 400 for that prompt); ``[[length]]`` in a reply's text is removed and the
+answer ends with finish_reason "length" (cut by max_tokens). Models ``missing-model`` (404), ``bad-model`` (400)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,10 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
             choices.append({"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}})
         else:
             text = reply(messages, k * n + i)
-            choice = {"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+            cut = "[[length]]" in text  # a reply that max_tokens ended
+            text = text.replace("[[length]]", "").strip()
+            choice = {"index": i, "finish_reason": "length" if cut else "stop",
+                      "message": {"role": "assistant", "content": text}}
             positions = logprobs(messages, k * n + i, text) if body.get("logprobs") else None
             if positions is not None:  # None: a server that ignores the logprobs request
                 top = int(body.get("top_logprobs") or 0)
