@@ -67,8 +67,8 @@ def handle(req: Request, reply: Reply = reply_text, seen: dict | None = None,
             text = reply(messages, k * n + i)
             cut = "[[length]]" in text  # a reply that max_tokens ended
             text = text.replace("[[length]]", "").strip()
-            choice = {"index": i, "finish_reason": "length" if cut else "stop",
-                      "message": {"role": "assistant", "content": text}}
+            choice: dict[str, object] = {"index": i, "finish_reason": "length" if cut else "stop",
+                                         "message": {"role": "assistant", "content": text}}
             positions = logprobs(messages, k * n + i, text) if body.get("logprobs") else None
             if positions is not None:  # None: a server that ignores the logprobs request
                 top = int(body.get("top_logprobs") or 0)
