@@ -58,6 +58,30 @@ def test_bad_override_names_the_key(override, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize("provider,override,needle", [
+    ("openai", "options.http=curl", "models.m.options.http': is 'curl'"),
+    ("openai", "options.max_token_field=max_tokens", "unknown config key 'models.m.options.max_token_field'"),
+    ("anthropic", "options.sampling_params=maybe", "bad value under 'models.m.options'"),
+    ("gemini", "options.vertex=true", "unknown config key 'models.m.options.vertex'"),
+    ("local", "options.dtype=fp8", "models.m.options.dtype': is 'fp8'"),
+])
+def test_a_providers_options_are_checked_when_the_config_loads(provider, override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"models.m.provider={provider}", "models.m.model=x", f"models.m.{override}"])
+    assert needle in str(err.value)
+
+
+def test_docs_list_every_option_of_every_bundled_provider(plugins):
+    import dataclasses
+
+    text = (REPO / "docs" / "providers.md").read_text()
+    for name in ("openai", "anthropic", "gemini", "local"):
+        cls = plugins.registry.get("chat_provider", name).options_class
+        section = text.split(f"### `{name}`")[1].split("###")[0]
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in section, (name, f.name)
+
+
 def test_bad_file_names_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("synth:\n  turns: 3\n  strategyy: x\n")

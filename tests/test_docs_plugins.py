@@ -164,6 +164,9 @@ def test_every_synthesis_hook_from_the_docs_as_installed_distributions_through_t
     assert proc.returncode == 0, proc.stderr[-2000:]
     pairs = [json.loads(line) for line in open(out / "synth" / "pairs.jsonl")]
     assert len(pairs) == 2 and all(p["meta"]["strategy"] == "shouting" for p in pairs)
+    assert all(m["content"].startswith("echo ") for p in pairs for m in p["chosen"][-1:])
+    wrong = music("synth", *common, "models.e.options.prefx=hi", env=env, cwd=tmp_path)  # the provider's options_class
+    assert wrong.returncode == 2 and "models.e.options.prefx" in wrong.stderr and "prefix" in wrong.stderr
     assert all(t["modified"].endswith("!!") and t["modified"][:-2].isupper() for p in pairs for t in p["meta"]["turns"])
     assert {p["meta"]["seed_source"] for p in pairs} == {"one-liner"}
     counted = music("count", str(out / "synth" / "pairs.jsonl"), env=env, cwd=tmp_path)

@@ -200,6 +200,10 @@ def check_component_options(cfg: MusicConfig) -> None:
                     options(options_class, value, f"{prefix}{f.name}")
             elif dataclasses.is_dataclass(value) and not isinstance(value, type):
                 walk(value, f"{prefix}{f.name}.")
+            elif isinstance(value, dict):  # named sections (models.<name>)
+                for name, item in value.items():
+                    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+                        walk(item, f"{prefix}{f.name}.{name}.")
 
     walk(cfg, "")
 

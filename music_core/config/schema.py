@@ -77,7 +77,9 @@ class EndpointConfig:
                                 "sample i is sent with seed + i")
     price_input_per_mtok: float = _f(0.0, "USD per million prompt tokens, for the cost report")
     price_output_per_mtok: float = _f(0.0, "USD per million completion tokens, for the cost report")
-    options: dict[str, Any] = _f({}, "provider-specific options (vertexai, project, dtype, batch size, ...)")
+    options: dict[str, Any] = component_options("chat_provider", "provider", "the provider's own options (each bundled "
+                                                "provider's are listed in docs/providers.md; a key the provider does not "
+                                                "declare is refused)")
 
 
 @dataclass

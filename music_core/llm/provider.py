@@ -53,6 +53,10 @@ class ChatProvider(ABC):
     supports_seed: ClassVar[bool] = False
     supports_logprobs: ClassVar[bool] = False
     transport_options: ClassVar[frozenset[str]] = frozenset()
+    #: a dataclass of the endpoint options this provider reads (``models.<name>.options``), made
+    #: with ``music_core.config.schema.option``; the config loader refuses any other key, naming it.
+    #: None: the options are free-form (not checked)
+    options_class: ClassVar[type | None] = None
     default_api_key_env: ClassVar[str | None] = None
     requires_api_key: ClassVar[bool] = True
     enforce_timeout: ClassVar[bool] = True  # False for in-process models that queue requests

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from music_core.config.schema import option
 from music_core.llm import errors as E
 from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage
 from music_core.progress import log
+
+
+@dataclass
+class AnthropicOptions:
+    """``models.<name>.options`` of an ``anthropic`` endpoint."""
+
+    sampling_params: bool = option(False, "send temperature and top_p, for models and proxies that take them (the "
+                                          "current Messages API takes none: without this a configured temperature is "
+                                          "refused before any call, never dropped)")
+    effort: str | None = option(None, "output_config.effort (low, medium, high) for models that take it")
 
 
 class AnthropicProvider(ChatProvider):
@@ -16,6 +28,7 @@ class AnthropicProvider(ChatProvider):
     supports_n = False  # the Messages API returns one sample per call
     supports_seed = False  # and takes no seed: samples are separate calls, sampled by the server
     default_api_key_env = "ANTHROPIC_API_KEY"
+    options_class = AnthropicOptions
     supports_batch = True
     batch_limit_requests = 100_000  # Message Batches' limits per batch
     batch_limit_bytes = 256 * 2**20

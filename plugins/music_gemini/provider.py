@@ -5,8 +5,10 @@ end of life on 2025-11-30). Endpoint options: ``vertexai: true``, ``project``, `
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
+from music_core.config.schema import option
 from music_core.llm import errors as E
 from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
@@ -14,11 +16,24 @@ from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
 
 
+@dataclass
+class GeminiOptions:
+    """``models.<name>.options`` of a ``gemini`` endpoint."""
+
+    vertexai: bool = option(False, "call Vertex AI (credentials from the environment) instead of the Gemini API")
+    project: str | None = option(None, "Vertex AI project")
+    location: str | None = option(None, "Vertex AI location, e.g. us-central1")
+    api_version: str | None = option(None, "API version, e.g. v1 (default: the SDK's)")
+    safety_settings: list[dict[str, Any]] = option([], "a list of {category, threshold}, as google-genai's SafetySetting")
+    thinking_budget: int | None = option(None, "thinking tokens for models that think (0: off)")
+
+
 class GeminiProvider(ChatProvider):
     name = "gemini"
     supports_n = True  # candidate_count
     supports_seed = True  # GenerateContentConfig.seed: sample i goes out with seed + i
     default_api_key_env = "GEMINI_API_KEY"
+    options_class = GeminiOptions
     supports_batch = True
     batch_limit_requests = 10_000
     batch_limit_bytes = 20 * 2**20  # inlined requests: the Gemini API's limit per batch request

@@ -9,11 +9,29 @@ Options: ``dtype`` (bfloat16 | float32), ``device`` (cpu | cuda | auto), ``max_b
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
+from music_core.config.schema import OptionError, option
 from music_core.llm.provider import ChatProvider
 from music_core.llm.types import Completion, ProviderCall
 
 from .engine import engine_for
+
+
+@dataclass
+class LocalOptions:
+    """``models.<name>.options`` of a ``local`` endpoint."""
+
+    dtype: str = option("bfloat16", "weights and compute: bfloat16, float32 or float16")
+    device: str = option("auto", "cpu, cuda or auto")
+    max_batch_size: int = option(16, "most requests in one generate call")
+    linger_ms: float = option(20.0, "how long the worker waits for a batch to fill")
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("bfloat16", "float32", "float16"):
+            raise OptionError("dtype", f"is {self.dtype!r}; use bfloat16, float32 or float16")
+        if self.max_batch_size < 1:
+            raise OptionError("max_batch_size", "must be at least 1")
 
 
 class LocalProvider(ChatProvider):
@@ -22,6 +40,7 @@ class LocalProvider(ChatProvider):
     supports_seed = True  # every sample is seeded by (request, index, seed), whatever its batch
     supports_logprobs = True  # top_logprobs from the model's logits at each generated step
     transport_options = frozenset({"max_batch_size", "linger_ms"})
+    options_class = LocalOptions
     requires_api_key = False
     enforce_timeout = False  # requests wait in the batch queue; a wall-clock timeout would misfire
 

@@ -6,13 +6,33 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from music_core.config.schema import OptionError, option
 from music_core.llm import errors as E
 from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
 
 CONNECTIONS_PER_CLIENT = 8
+
+
+@dataclass
+class OpenAIOptions:
+    """``models.<name>.options`` of an ``openai`` endpoint."""
+
+    http: str | None = option(None, "transport: raw (the default for a base_url: one aiohttp POST per call), aiohttp or "
+                                    "httpx (the official SDK; always the SDK for api.openai.com)")
+    max_tokens_field: str | None = option(None, "the request field of the token cap: max_completion_tokens (default at "
+                                                "api.openai.com) or max_tokens (default for a base_url)")
+    extra_body: dict[str, Any] = option({}, "fields merged into every request body, for what a server takes beyond "
+                                            "the API (vLLM's top_k, repetition_penalty, chat_template_kwargs)")
+
+    def __post_init__(self) -> None:
+        if self.http not in (None, "raw", "aiohttp", "httpx"):
+            raise OptionError("http", f"is {self.http!r}; use raw, aiohttp or httpx")
+        if self.max_tokens_field not in (None, "max_tokens", "max_completion_tokens"):
+            raise OptionError("max_tokens_field", f"is {self.max_tokens_field!r}; use max_tokens or max_completion_tokens")
 
 
 class OpenAIProvider(ChatProvider):
@@ -21,6 +41,7 @@ class OpenAIProvider(ChatProvider):
     supports_seed = True  # sample i goes out with seed + i: distinct and reproducible samples
     supports_logprobs = True  # logprobs + top_logprobs (api.openai.com, vLLM, llama.cpp, SGLang)
     transport_options = frozenset({"http"})
+    options_class = OpenAIOptions
     default_api_key_env = "OPENAI_API_KEY"
     supports_batch = True
     batch_limit_requests = 50_000  # the Batch API's limits per job
