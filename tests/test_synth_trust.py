@@ -158,6 +158,32 @@ def test_refused_key_stops_the_run_within_seconds(tmp_path, status, word):
     assert seen <= 4 and elapsed < 30  # two rollouts with two calls each in flight, then nothing more
 
 
+def test_a_server_that_echoes_the_key_never_gets_it_into_a_message_or_a_file(tmp_path):
+    """Some servers quote the Authorization header back in their errors: redacted everywhere."""
+    from music_openai.testing import handle
+
+    def echo_key(status):
+        def answer(req):
+            if status == 401 or len(seen) % 4 == 3:  # 400: one request in four, after answers
+                seen.append(req)
+                return Response(status, {"error": {"message": f"rejected header {req.headers.get('authorization')} "
+                                                              f"(key {req.headers.get('authorization', '')[7:]})"}})
+            seen.append(req)
+            return handle(req, reply=scripted_reply)
+        return answer
+
+    for status in (401, 400):
+        seen: list = []
+        with LoopbackServer(echo_key(status)) as srv:
+            proc = run(synth_cmd(tmp_path / str(status), srv.url + "/v1"))
+        assert status != 401 or proc.returncode == 5, proc.stderr  # 400s are final for their rollouts only
+        assert KEY not in proc.stderr + proc.stdout and "[redacted]" in proc.stderr + "".join(
+            f.read_text() for f in (tmp_path / str(status)).rglob("*.jsonl")), proc.stderr[-500:]
+        for f in (tmp_path / str(status)).rglob("*"):
+            if f.is_file():
+                assert KEY.encode() not in f.read_bytes(), f
+
+
 def test_unknown_model_and_unreachable_base_url_are_fatal(tmp_path):
     from music_openai.testing import openai_server
 

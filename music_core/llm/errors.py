@@ -14,12 +14,35 @@ Three fates, decided here and nowhere else:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ..errors import MusicError
 
 T = TypeVar("T")
+
+# Keys read from the environment this process (ChatProvider.api_key registers them): a server
+# may echo one back in an error body, and error messages reach the terminal, errors files and
+# reports. Every LLMError's message is redacted when it is made.
+_SECRETS: set[str] = set()
+_BEARER = re.compile(r"(Bearer\s+)[^\s\"',;)\]}]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def register_secret(value: str | None) -> None:
+    """Never show ``value`` in an error message (too short a value would redact ordinary words)."""
+    if value and len(value) >= 8:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` without any registered key, and without whatever follows ``Bearer``."""
+    text = _BEARER.sub(r"\1" + REDACTED, text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 class LLMError(MusicError):
@@ -31,7 +54,7 @@ class LLMError(MusicError):
     replica_fault = False
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
+        super().__init__(redact(message))
         self.status = status
         self.retry_after = retry_after
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import AuthError, LLMError
+from .errors import AuthError, LLMError, register_secret
 from .types import Completion, ProviderCall
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class ChatProvider(ABC):
         one). Keys are never read from config files, so they never reach logs or caches."""
         var = self.endpoint.api_key_env or self.default_api_key_env
         key = os.environ.get(var) if var else None
+        register_secret(key)  # a server that echoes it back never gets it into a message
         if not key and self.requires_api_key and var:
             raise AuthError(f"{self.name}: environment variable {var} is not set")
         return key
