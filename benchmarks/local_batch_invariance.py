@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
+from music_local.provider import LocalProvider  # noqa: E402
+
 from music_core.config.schema import EndpointConfig  # noqa: E402
 from music_core.llm.types import ProviderCall, SamplingParams  # noqa: E402
-from music_local.provider import LocalProvider  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
