@@ -98,14 +98,38 @@ def _iter_hub(hub_id: str, split: str) -> Iterator[tuple[str, int | None, Any]]:
 
 
 def _clean_messages(raw: Any) -> list[Message]:
+    if isinstance(raw, str) and "Human:" in raw and "Assistant:" in raw:
+        raise ValueError("a transcript string, as Anthropic HH writes them: read it with the hh-rlhf source")
     if not isinstance(raw, list):
         raise ValueError("messages must be a list")
     out: list[Message] = []
     for m in raw:
         if not isinstance(m, dict):
             raise ValueError("a message is not an object")
-        out.append(cast(Message, {"role": m.get("role"), "content": m.get("content")}))  # drop extra keys; checked later
+        role = m.get("role", m.get("from"))
+        role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
+        out.append(cast(Message, {"role": role, "content": _text_of(m.get("content", m.get("value")))}))  # checked later
     return out
+
+
+def _text_of(content: Any) -> Any:
+    """A message's content; a list of parts (the multimodal chat layout) gives its text parts
+    joined, and anything else is left for the checks to name."""
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
+        if texts and all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    return content
+
+
+def _side(raw: Any, prompt: list[Message]) -> list[Message]:
+    """One side of a pair with its prompt: TRL's explicit-prompt layout gives the completion
+    alone (messages, or a string in the standard format); many sets (UltraFeedback binarized,
+    HelpSteer2's preference layout) give a ``prompt`` and sides that already start with it."""
+    if isinstance(raw, str) and prompt and not ("Human:" in raw and "Assistant:" in raw):
+        return prompt + [cast(Message, {"role": "assistant", "content": raw})]
+    side = _clean_messages(raw)
+    return side if side[: len(prompt)] == prompt else prompt + side
 
 
 def pair_from_record(record: Any, fmt: str = "auto", source: str = "original") -> PreferencePair:
@@ -119,11 +143,11 @@ def pair_from_record(record: Any, fmt: str = "auto", source: str = "original") -
     if fmt in ("skywork", "trl"):
         if "chosen" not in record or "rejected" not in record:
             raise ValueError("missing 'chosen' or 'rejected'")
-        chosen, rejected = _clean_messages(record["chosen"]), _clean_messages(record["rejected"])
-        if "prompt" in record and record["prompt"]:  # TRL explicit prompt
-            prompt = record["prompt"]
-            prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _clean_messages(prompt)
-            chosen, rejected = prompt + chosen, prompt + rejected
+        prompt: list[Message] = []
+        if record.get("prompt"):  # TRL's explicit prompt
+            raw = record["prompt"]
+            prompt = [cast(Message, {"role": "user", "content": raw})] if isinstance(raw, str) else _clean_messages(raw)
+        chosen, rejected = _side(record["chosen"], prompt), _side(record["rejected"], prompt)
     elif fmt == "sharegpt":
         turns = [_sharegpt_message(t) for t in record.get("conversations") or []]
         if "chosen" not in record or "rejected" not in record:

@@ -30,7 +30,14 @@ def test_every_shipped_config_validates_and_says_how_to_run_it(path: Path):
 
 
 def test_default_yaml_equals_schema_defaults():
+    import dataclasses
+
+    import yaml
+
     assert load_config(REPO / "configs" / "default.yaml") == load_config(None)
+    # and it spells out every key, so that a copy of it shows every setting there is
+    written = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    assert written == dataclasses.asdict(load_config(None))
 
 
 def test_overrides_apply():

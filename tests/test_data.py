@@ -114,6 +114,33 @@ def test_formats_skywork_trl_sharegpt(tmp_path):
         load_conversations(str(bad))
 
 
+def test_layouts_of_public_preference_sets_read_as_the_same_pair(tmp_path):
+    """Held-out sets come in layouts of their own; each reads as the same conversation pair."""
+    q = [{"role": "user", "content": "q"}]
+    layouts = {
+        # UltraFeedback binarized, HelpSteer2 preference: a prompt, and sides that already start with it
+        "prompt and whole sides": {"prompt": "q", "chosen": conv("q", "good"), "rejected": conv("q", "bad")},
+        # TRL's standard (non-conversational) explicit-prompt layout
+        "prompt and answer strings": {"prompt": "q", "chosen": "good", "rejected": "bad"},
+        "prompt messages and answer strings": {"prompt": q, "chosen": "good", "rejected": "bad"},
+        # the multimodal chat layout: content as a list of parts
+        "content parts": {"chosen": [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+                                     {"role": "assistant", "content": [{"type": "text", "text": "good"}]}],
+                          "rejected": conv("q", "bad")},
+        # ShareGPT speakers inside a messages list (from/value, human/gpt)
+        "from and value": {"chosen": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "good"}],
+                           "rejected": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "bad"}]},
+    }
+    for name, record in layouts.items():
+        pair = pair_from_record(record)
+        assert (pair.chosen, pair.rejected) == (conv("q", "good"), conv("q", "bad")), name
+    hh = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
+    f = tmp_path / "hh.jsonl"
+    f.write_text(json.dumps(hh) + "\n")
+    with pytest.raises(RecordError, match=r"hh.jsonl:1: .*hh-rlhf source"):
+        load_pairs(str(f))
+
+
 def test_datasets_round_trip_and_load_dataset_json(tmp_path):
     import datasets
 

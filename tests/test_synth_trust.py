@@ -184,6 +184,29 @@ def test_a_server_that_echoes_the_key_never_gets_it_into_a_message_or_a_file(tmp
                 assert KEY.encode() not in f.read_bytes(), f
 
 
+def test_a_run_whose_seeds_mostly_end_as_final_errors_exits_6_keeping_what_it_made(tmp_path):
+    """Final errors (a prompt the server refuses) are per seed; when more than synth.max_error_rate
+    of the seeds end so, the run did not deliver what it was asked: exit 6, naming them."""
+    from music_openai.testing import handle
+
+    seen = [0]
+
+    def refuse_some(req):
+        seen[0] += 1
+        if seen[0] % 4 == 3:
+            return Response(400, {"error": {"message": "prompt refused"}})
+        return handle(req, reply=scripted_reply)
+
+    with LoopbackServer(refuse_some) as srv:
+        proc = run(synth_cmd(tmp_path, srv.url + "/v1"))
+        line = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 6 and "synth.max_error_rate" in line and "BadRequestError" in line, proc.stderr
+        errors = pairs_of(tmp_path / "synth" / "pairs.errors.jsonl")
+        assert len(errors) > 4 and len(errors) + len(pairs_of(tmp_path / "synth" / "pairs.jsonl")) <= 8
+        accepted = run(synth_cmd(tmp_path, srv.url + "/v1", "synth.max_error_rate=1.0"))
+    assert accepted.returncode == 0, accepted.stderr  # nothing redone: the same rows, accepted
+
+
 def test_unknown_model_and_unreachable_base_url_are_fatal(tmp_path):
     from music_openai.testing import openai_server
 

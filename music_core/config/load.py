@@ -238,6 +238,7 @@ def check_semantics(cfg: MusicConfig) -> None:
              "must be at least 1 when set")
         need(0 < ep.batch_price_factor <= 1, f"models.{name}.batch_price_factor", "must be in (0, 1]")
     need(cfg.synth.turns >= 1, "synth.turns", "must be at least 1")
+    need(0.0 <= cfg.synth.max_error_rate <= 1.0, "synth.max_error_rate", "must be in [0, 1]")
     need(cfg.synth.prompt_profile in PROMPT_PROFILES + ("auto",), "synth.prompt_profile",
          f"must be auto, {' or '.join(PROMPT_PROFILES)}")
     need(cfg.synth.contrast_from_turn >= 1, "synth.contrast_from_turn", "must be at least 1")

@@ -138,6 +138,9 @@ class SynthConfig:
     contrast_from_turn: int = _f(1, "variant: apply contrast from this simulated turn on (1 = every turn, the paper)")
     max_context_tokens: int = _f(3072, "stop a rollout early once a branch reaches this many tokens (estimated)")
     concurrency: int = _f(32, "rollouts in flight at once")
+    max_error_rate: float = _f(0.5, "largest share of finished seeds that may end as final errors (a prompt the server "
+                                    "refuses, a safety block, a turn no strategy could contrast); above it the stage "
+                                    "exits 6 after writing everything, naming the errors")
     output: str | None = _f(None, "pairs JSONL (default: <output_dir>/synth/pairs.jsonl)")
     filter: str | None = _f("distinct-answers", "registered pair filter applied before a pair is written (null: none)")
     filter_options: dict[str, Any] = component_options("pair_filter", "filter", "options of the pair filter")

@@ -48,6 +48,13 @@ class SynthIncomplete(MusicError):
     exit_code = 75  # EX_TEMPFAIL: try again
 
 
+class SynthFailed(MusicError):
+    """More seeds ended as final errors than ``synth.max_error_rate`` allows: the stage did not
+    deliver what it was asked, though everything it made is written."""
+
+    exit_code = 6
+
+
 def side_paths(out: Path) -> dict[str, Path]:
     return {kind: side_file(out, kind) for kind in ("errors", "filtered", "config")}
 
@@ -281,7 +288,8 @@ def run_synth(ctx: Any) -> dict[str, Any]:
         if ctx.synth_output().exists():
             report.write(ctx.synth_output(), {})
         raise
-    stats["report"] = str(report.write(ctx.synth_output(), stats["usage"], stats)[1])
+    json_path, md_path = report.write(ctx.synth_output(), stats["usage"], stats)
+    stats["report"] = str(md_path)
     if stats["missing"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["transient"].items())) or "interrupted"
         raise SynthIncomplete(
@@ -289,4 +297,14 @@ def run_synth(ctx: Any) -> dict[str, Any]:
             f"({kinds}). Written this run: {stats['written']} pairs, {stats['errors']} final errors, "
             f"{stats['filtered']} filtered; report: {stats['report']}. Finished pairs and every answered call are "
             f"kept: rerun the same command to make the missing ones.")
+    done = json.loads(json_path.read_text())
+    limit = ctx.config.synth.max_error_rate
+    if done["errors"] and done["error_rate"] > limit:
+        kinds = ", ".join(f"{k} {v}" for k, v in done["error_kinds"].items())
+        raise SynthFailed(
+            f"synth failed: {done['errors']} of {done['pairs'] + done['errors'] + done['filtered']} seeds ended as final "
+            f"errors ({done['error_rate']:.0%}, above synth.max_error_rate {limit:.0%}): {kinds}. The {done['pairs']} pairs "
+            f"made are in {ctx.synth_output()}, each error's reason in {side_paths(ctx.synth_output())['errors']}; "
+            f"report: {md_path}. Fix the cause and delete the errors file to retry those seeds, or raise "
+            f"synth.max_error_rate to accept them.")
     return stats
