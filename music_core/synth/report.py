@@ -120,8 +120,9 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"- error kinds: {r['error_kinds']}")
     if r["cut_at_max_tokens"]:
         lines.append(f"- **samples cut short by max_tokens** (finish_reason length), by role: {r['cut_at_max_tokens']} of "
-                     f"{r['tokens_in_pairs']['samples']}; unfinished answers in pairs bias the reward model: raise "
-                     "max_tokens of the role's endpoint (models.<name>.max_tokens)")
+                     f"{r['tokens_in_pairs']['samples']}; a simulator may trim a cut sample (the small-model profile keeps a "
+                     "user turn's first sentences), but an answer left unfinished in a pair can bias the reward model: "
+                     "raise max_tokens of that role's endpoint (models.<name>.max_tokens)")
     lines += ["", "## Answer length by turn (characters)", "", "| turn | chosen | rejected | n |", "|---|---|---|---|"]
     lines += [f"| {t} | {d['chosen_mean']} | {d['rejected_mean']} | {d['n']} |" for t, d in r["answer_chars_by_turn"].items()]
     lines += ["", "## Usage this run", "", "| role | requests | wire calls | cached samples | retries | errors | prompt tok | completion tok | cost USD |",
