@@ -97,8 +97,13 @@ def _iter_hub(hub_id: str, split: str) -> Iterator[tuple[str, int | None, Any]]:
         yield f"{hub_id}[{split}][{i}]", None, row
 
 
+def _is_transcript(raw: Any) -> bool:
+    """An Anthropic HH side: one string with Human:/Assistant: turns."""
+    return isinstance(raw, str) and "Human:" in raw and "Assistant:" in raw
+
+
 def _clean_messages(raw: Any) -> list[Message]:
-    if isinstance(raw, str) and "Human:" in raw and "Assistant:" in raw:
+    if _is_transcript(raw):
         raise ValueError("a transcript string, as Anthropic HH writes them: read it with the hh-rlhf source")
     if not isinstance(raw, list):
         raise ValueError("messages must be a list")
@@ -108,25 +113,27 @@ def _clean_messages(raw: Any) -> list[Message]:
             raise ValueError("a message is not an object")
         role = m.get("role", m.get("from"))
         role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
-        out.append(cast(Message, {"role": role, "content": _text_of(m.get("content", m.get("value")))}))  # checked later
+        content = m.get("content", m.get("value"))
+        text = text_of_parts(content)  # the multimodal layout; anything else is left for the checks to name
+        out.append(cast(Message, {"role": role, "content": content if text is None else text}))
     return out
 
 
-def _text_of(content: Any) -> Any:
-    """A message's content; a list of parts (the multimodal chat layout) gives its text parts
-    joined, and anything else is left for the checks to name."""
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
-        if texts and all(isinstance(t, str) for t in texts):
-            return "".join(texts)
-    return content
+def text_of_parts(content: Any) -> str | None:
+    """The text of a message's content given as a list of parts (``[{"type": "text", "text": ...}]``,
+    the multimodal chat layout of datasets and of some servers' answers): its text parts joined;
+    None when it is not such a list or holds no text part."""
+    if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+        return None
+    texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
+    return "".join(texts) if texts and all(isinstance(t, str) for t in texts) else None
 
 
 def _side(raw: Any, prompt: list[Message]) -> list[Message]:
     """One side of a pair with its prompt: TRL's explicit-prompt layout gives the completion
     alone (messages, or a string in the standard format); many sets (UltraFeedback binarized,
     HelpSteer2's preference layout) give a ``prompt`` and sides that already start with it."""
-    if isinstance(raw, str) and prompt and not ("Human:" in raw and "Assistant:" in raw):
+    if isinstance(raw, str) and prompt and not _is_transcript(raw):
         return prompt + [cast(Message, {"role": "assistant", "content": raw})]
     side = _clean_messages(raw)
     return side if side[: len(prompt)] == prompt else prompt + side

@@ -16,15 +16,15 @@ from music_core.cli import config_options
 from .common import context
 
 
-def _journal_and_endpoints(config_path, overrides):
-    from music_core.llm.batch import BatchJournal
-
+def _jobs_and_endpoints(config_path, overrides):
+    """The run's context, every job its journal holds (the pool's own journal: one connection),
+    and its batch-mode endpoints by the identity the journal records."""
     ctx = context(config_path, overrides)
     if not ctx.paths.cache.exists():
         raise click.ClickException(f"no LLM cache at {ctx.paths.cache}: this run never sent anything")
     batch_endpoints = {name: ctx.llm.endpoint(name) for name, ep in ctx.config.models.items() if ep.mode == "batch"}
     by_identity = {ep.batch.identity: (name, ep) for name, ep in batch_endpoints.items() if ep.batch is not None}
-    return ctx, BatchJournal(ctx.paths.cache), by_identity
+    return ctx, ctx.llm.journal().jobs(), by_identity
 
 
 @click.group("batches")
@@ -36,9 +36,8 @@ def batches_group():
 @config_options
 def list_jobs(config_path, overrides):
     """Every batch job the run's journal holds, newest last."""
-    _, journal, by_identity = _journal_and_endpoints(config_path, overrides)
-    jobs = journal.jobs()
-    journal.close()
+    ctx, jobs, by_identity = _jobs_and_endpoints(config_path, overrides)
+    asyncio.run(ctx.aclose())
     if not jobs:
         click.echo("no batch jobs")
         return
@@ -54,9 +53,8 @@ def list_jobs(config_path, overrides):
 @config_options
 def cancel_jobs(config_path, overrides):
     """Cancel the run's jobs still running at the vendor (those of its batch-mode endpoints)."""
-    ctx, journal, by_identity = _journal_and_endpoints(config_path, overrides)
-    open_jobs = [j for j in journal.jobs() if j["state"] == "submitted"]
-    journal.close()
+    ctx, jobs, by_identity = _jobs_and_endpoints(config_path, overrides)
+    open_jobs = [j for j in jobs if j["state"] == "submitted"]
 
     async def cancel() -> list[tuple[str, str]]:
         done = []

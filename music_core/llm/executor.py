@@ -225,20 +225,21 @@ class Endpoint:
             await asyncio.gather(*(one(g) for g in groups))
         return out
 
-    def _fatal(self, exc: LLMError) -> bool:
-        """Is this error the endpoint's, not the request's? Then it stops the run."""
+    def _fatal(self, exc: LLMError, retries_spent: bool) -> bool:
+        """Is this error the endpoint's, not the request's? Then it stops the run.
+        ``retries_spent``: the call will not be tried again."""
         if exc.endpoint_fault:
             return True
         # Before the endpoint has ever answered, a refused connection is a wrong base_url and a
         # 400 a parameter the server does not take; after, they are an outage and one bad prompt.
         # With replicas, one that refuses is cooled down; only all of them refusing is fatal.
-        answered = self._answered()
+        # Nothing but malformed answers through every retry is not an API at that base_url.
+        answered = self.successes + (self.batch.answered if self.batch is not None else 0)
         if answered == 0 and isinstance(exc, UnreachableError) and len(self.replicas) > 1:
             return all(r.unreachable for r in self.replicas)
+        if answered == 0 and retries_spent and isinstance(exc, MalformedResponseError):
+            return True
         return answered == 0 and isinstance(exc, (UnreachableError, BadRequestError))
-
-    def _answered(self) -> int:
-        return self.successes + (self.batch.answered if self.batch is not None else 0)
 
     def _raise_fatal(self, exc: LLMError) -> None:
         if self.fatal is None:
@@ -268,11 +269,10 @@ class Endpoint:
                 raise
             except LLMError as exc:
                 usage.errors[exc.kind] = usage.errors.get(exc.kind, 0) + 1
-                if self._fatal(exc):
+                retries_spent = not exc.retryable or attempt >= self.config.max_retries
+                if self._fatal(exc, retries_spent):
                     self._raise_fatal(exc)
-                if not exc.retryable or attempt >= self.config.max_retries:
-                    if isinstance(exc, MalformedResponseError) and self._answered() == 0:
-                        self._raise_fatal(exc)  # nothing but malformed answers, every retry: not an API
+                if retries_spent:
                     raise
                 # A replica's fault goes straight to another healthy replica; else back off.
                 delay = 0.0 if exc.replica_fault and self._healthy() else self.retry_delay(attempt, exc)

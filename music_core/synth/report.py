@@ -147,9 +147,10 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def write(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the report beside ``out`` (JSON and Markdown); return the Markdown's path and the report."""
     r = build(out, usage, run)
-    json_path, md_path = side_file(out, "report"), side_file(out, "report-md")
-    write_text_atomic(json_path, json.dumps(r, indent=2) + "\n")
+    md_path = side_file(out, "report-md")
+    write_text_atomic(side_file(out, "report"), json.dumps(r, indent=2) + "\n")
     write_text_atomic(md_path, to_markdown(r))
-    return json_path, md_path
+    return md_path, r

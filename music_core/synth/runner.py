@@ -288,7 +288,7 @@ def run_synth(ctx: Any) -> dict[str, Any]:
         if ctx.synth_output().exists():
             report.write(ctx.synth_output(), {})
         raise
-    json_path, md_path = report.write(ctx.synth_output(), stats["usage"], stats)
+    md_path, done = report.write(ctx.synth_output(), stats["usage"], stats)
     stats["report"] = str(md_path)
     if stats["missing"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["transient"].items())) or "interrupted"
@@ -297,7 +297,6 @@ def run_synth(ctx: Any) -> dict[str, Any]:
             f"({kinds}). Written this run: {stats['written']} pairs, {stats['errors']} final errors, "
             f"{stats['filtered']} filtered; report: {stats['report']}. Finished pairs and every answered call are "
             f"kept: rerun the same command to make the missing ones.")
-    done = json.loads(json_path.read_text())
     limit = ctx.config.synth.max_error_rate
     if done["errors"] and done["error_rate"] > limit:
         kinds = ", ".join(f"{k} {v}" for k, v in done["error_kinds"].items())

@@ -1,6 +1,5 @@
 """The ``gemini`` chat provider on ``google-genai`` (the older google-generativeai SDK reached
-end of life on 2025-11-30). Endpoint options: ``vertexai: true``, ``project``, ``location``,
-``api_version``, ``safety_settings`` (a list of {category, threshold})."""
+end of life on 2025-11-30). Endpoint options: :class:`GeminiOptions`."""
 
 from __future__ import annotations
 

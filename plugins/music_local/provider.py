@@ -3,8 +3,7 @@ model; a worker thread batches them into padded ``generate`` calls, which is wha
 135M model on two cores useful (~20 tok/s alone, ~250 tok/s at batch 32).
 
 Endpoint ``model``: ``smollm2-135m`` (default), a local HF folder or a ``.gguf`` file.
-Options: ``dtype`` (bfloat16 | float32), ``device`` (cpu | cuda | auto), ``max_batch_size``,
-``linger_ms`` (how long the worker waits for a batch to fill)."""
+Options: :class:`LocalOptions`."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from music_core.config.schema import OptionError, option
+from music_core.formats import text_of_parts
 from music_core.llm import errors as E
 from music_core.llm.provider import FIND_WINDOW_S, BatchJobStatus, BatchResults, ChatProvider
 from music_core.llm.types import Completion, ProviderCall, Usage, split_usage
@@ -319,14 +320,9 @@ def _int(value: Any, default: int) -> int:
 
 
 def _text(content: Any) -> str | None:
-    """A message's content: a string, or a list of parts whose text parts are joined (the shape
-    some servers give every answer, and api.openai.com gives audio and refusal answers)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
-        return "".join(t for t in parts if isinstance(t, str))
-    return None
+    """A message's content: a string, or a list of parts (the shape some servers give every
+    answer, and api.openai.com gives audio and refusal answers)."""
+    return content if isinstance(content, str) else text_of_parts(content)
 
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
