@@ -17,7 +17,7 @@ from typing import Any
 
 from .data import PreferencePair, content_hash
 from .errors import ConfigError, MusicError
-from .jsonl import read_records, write_jsonl_atomic, write_text_atomic
+from .jsonl import iter_json_lines, read_records, write_jsonl_atomic, write_text_atomic
 from .paths import MIX_FILES, is_side_file
 from .synth.seeds import group_key
 
@@ -100,10 +100,33 @@ def split(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list
     return train, held
 
 
+def drop_by_audit(ctx: Any, synthetic: list[PreferencePair]) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Keep the synthetic pairs whose audited P(chosen better) reaches ``mix.audit.min_p``; an
+    unreadable verdict has no probability and is dropped. A pair the audit never saw is an
+    error: filtering on a partial audit would keep the unjudged pairs silently."""
+    min_p = ctx.config.mix.audit.min_p
+    path = ctx.paths.audit_file("audit")
+    if not path.exists():
+        raise ConfigError(f"config key 'mix.audit.min_p': set, but there is no audit at {path} "
+                          f"(run `music audit`, or the audit stage of `music run`, first)")
+    p_of = {str(row["id"]): row.get("p_chosen") for _, row in iter_json_lines(path)}
+    unaudited = [p.id for p in synthetic if p.id not in p_of]
+    if unaudited:
+        raise MusicError(f"mix: {len(unaudited)} of {len(synthetic)} synthetic pairs have no audit record in {path} "
+                         f"(first: {unaudited[0]}); rerun `music audit` so every pair is judged, or unset mix.audit.min_p")
+    kept = [p for p in synthetic if p_of[p.id] is not None and p_of[p.id] >= min_p]
+    unreadable = sum(p_of[p.id] is None for p in synthetic)
+    return kept, {"min_p": min_p, "audit": str(path), "kept": len(kept), "dropped": len(synthetic) - len(kept),
+                  "dropped_unreadable": unreadable}
+
+
 def run_mix(ctx: Any) -> dict[str, Any]:
     cfg = ctx.config.mix
     files = synthetic_files(ctx)
     synthetic = [p for f in files for p in read_records(f, PreferencePair.from_dict)]  # bad line: file:line, nothing written
+    audit = None
+    if cfg.audit.min_p is not None:
+        synthetic, audit = drop_by_audit(ctx, synthetic)
     source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
     original = source.load_pairs(cfg.original)
     if cfg.original.limit is not None and cfg.original.limit < len(original):  # a seeded shuffle, then the cut
@@ -138,5 +161,7 @@ def run_mix(ctx: Any) -> dict[str, Any]:
         "synthetic_share_of_train": round(len(syn_train) / max(1, len(train)), 4),
         "outputs": {k: str(paths.mix_file(k)) for k in MIX_FILES},
     }
+    if audit is not None:
+        summary["audit"] = audit
     write_text_atomic(paths.mix_file("summary"), json.dumps(summary, indent=2) + "\n")
     return summary

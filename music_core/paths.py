@@ -5,6 +5,8 @@
     ``synth/pairs.jsonl`` with its side files (``pairs.errors.jsonl``, ``.filtered.jsonl``,
     ``.config.json``, ``.report.json``, ``.report.md``; shards ``pairs.shard-I-of-N.jsonl``),
     ``mix/`` (``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl``, ``summary.json``),
+    ``audit/`` (``audit.jsonl``: a record per pair; ``calibration.jsonl``: the known pairs;
+    ``report.json``, ``report.md``),
     ``rm/<name>/`` (a Hugging Face folder and the stage's ``music_trainer.json``),
     ``eval/<evaluator>/`` (``results.json``, ``report.md``, figures),
     ``stages/<step>.json`` (the hash of each finished step's inputs), ``report.md``, ``report.json``.
@@ -56,6 +58,16 @@ class RunPaths:
         base = Path(s.output) if s.output else self.root / "synth" / "pairs.jsonl"
         return sorted(p for p in base.parent.glob(f"{base.stem}.shard-*-of-*{base.suffix}")
                       if not is_side_file(p))
+
+    # audit
+    @property
+    def audit_dir(self) -> Path:
+        return Path(self.config.audit.output_dir) if self.config.audit.output_dir else self.root / "audit"
+
+    def audit_file(self, name: str) -> Path:
+        """``audit`` or ``calibration`` (JSONL), ``report`` (JSON) or ``report-md``."""
+        return self.audit_dir / {"audit": "audit.jsonl", "calibration": "calibration.jsonl", "report": "report.json",
+                                 "report-md": "report.md"}[name]
 
     # mix
     @property

@@ -6,25 +6,42 @@ completions at 70% of each endpoint's max_tokens, prompts growing with the conve
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .config.load import role_endpoint
 
-def estimate(ctx: Any) -> dict[str, dict[str, float]]:
+Rows = dict[str, dict[str, float]]
+
+
+def tally(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> Rows:
+    """Calls, samples and tokens per role, as ``fill(ctx, add)`` adds them."""
     c = ctx.config
-    rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-
-    def ep(role: str) -> Any:
-        name = getattr(c.roles, role) or c.roles.assistant_simulator
-        return c.models[name]
+    rows: Rows = defaultdict(lambda: defaultdict(float))
 
     def add(role: str, calls: float, samples: float, prompt_tok: float) -> None:
         r = rows[role]
         r["calls"] += calls
         r["samples"] += samples
         r["prompt_tokens"] += calls * prompt_tok
-        r["completion_tokens"] += samples * 0.7 * ep(role).max_tokens
+        r["completion_tokens"] += samples * 0.7 * c.models[role_endpoint(c, role)].max_tokens
+
+    fill(ctx, add)
+    return rows
+
+
+def estimate(ctx: Any) -> Rows:
+    """Every stage of ``music run`` that calls an LLM."""
+    return tally(ctx, _run_calls)
+
+
+def _run_calls(ctx: Any, add: Callable[..., None]) -> None:
+    c = ctx.config
+
+    def ep(role: str) -> Any:
+        return c.models[role_endpoint(c, role)]
 
     if "synth" in c.run.stages:
         from .config import resolve_prompt_profile
@@ -42,6 +59,10 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
                 sims = 1 if c.synth.shared_user_turns else 2
                 shown = ctx_tok + turn_tok if full_history else min(4, 2 * t) * turn_tok / 2
                 add("user_simulator", sims * seeds, sims * seeds, 250 + shown)
+    if "audit" in c.run.stages:
+        from .audit.plan import estimate as audit_estimate
+
+        audit_estimate(ctx, add)
     if "eval" in c.run.stages:
         from .stages import EvalStage
 
@@ -49,7 +70,6 @@ def estimate(ctx: Any) -> dict[str, dict[str, float]]:
             cls = EvalStage._evaluator(ctx, name)
             if cls is not None:
                 cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
-    return rows
 
 
 def rewrite_calls_per_turn(ctx: Any) -> int:
@@ -74,23 +94,7 @@ def print_plan(ctx: Any) -> None:
 
     for stage in c.run.stages:
         click.echo(f"  {STAGES[stage].plan(ctx)}")
-    rows = estimate(ctx)
-    click.echo("\n  role                 endpoint                                 mode      calls    samples   prompt tok  "
-               "completion tok  online USD   batch USD")
-    total = online_total = 0.0
-    for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge"):
-        if role not in rows:
-            continue
-        r = rows[role]
-        name = getattr(c.roles, role) or c.roles.assistant_simulator
-        ep = c.models[name]
-        online = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
-        batch = online * ep.batch_price_factor
-        online_total += online
-        total += batch if ep.mode == "batch" else online
-        click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':40s} {ep.mode:7s} {r['calls']:>8.0f} "
-                   f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} "
-                   f"{online:>11.2f} {batch:>11.2f}")
+    total, online_total = print_rows(ctx, _run_calls)
     if "synth" in c.run.stages:
         batched = sorted({n for r in ("user_simulator", "assistant_simulator", "contrast")
                           if c.models[n := (getattr(c.roles, r) or c.roles.assistant_simulator)].mode == "batch"})
@@ -100,6 +104,33 @@ def print_plan(ctx: Any) -> None:
                        f"on the slowest conversation's path); each round is one batch job "
                        f"per endpoint, split at the vendor's request limit; most jobs end within an hour (about "
                        f"{synth_rounds(ctx)} h in all at that pace), a job at most 24 h")
+    print_cost(total, online_total)
+
+
+def print_rows(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> tuple[float, float]:
+    """The table of calls, tokens and prices per role; returns (as configured, all online) USD."""
+    c = ctx.config
+    rows = tally(ctx, fill)
+    click.echo("\n  role                 endpoint                                 mode      calls    samples   prompt tok  "
+               "completion tok  online USD   batch USD")
+    total = online_total = 0.0
+    for role in ("user_simulator", "assistant_simulator", "contrast", "auditor", "policy", "judge"):
+        if role not in rows:
+            continue
+        r = rows[role]
+        name = role_endpoint(c, role)
+        ep = c.models[name]
+        online = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
+        batch = online * ep.batch_price_factor
+        online_total += online
+        total += batch if ep.mode == "batch" else online
+        click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':40s} {ep.mode:7s} {r['calls']:>8.0f} "
+                   f"{r['samples']:>10.0f} {r['prompt_tokens']:>12.0f} {r['completion_tokens']:>15.0f} "
+                   f"{online:>11.2f} {batch:>11.2f}")
+    return total, online_total
+
+
+def print_cost(total: float, online_total: float) -> None:
     click.echo(f"\n  estimated cost: ${total:.2f} as configured (every role online: ${online_total:.2f}; "
                f"set models.<name>.price_input_per_mtok / price_output_per_mtok, and mode: batch for the batch price)")
 

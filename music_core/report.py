@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .config.load import role_endpoint
 from .jsonl import write_text_atomic
 from .stages import STAGES, load_json
 
@@ -17,7 +18,7 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
     stages = {p.stem: load_json(p) for p in paths.stage_markers()}
     lines = [f"# MUSIC run report: `{paths.root}`", "",
              f"Roles: user simulator `{c.roles.user_simulator}`, assistant simulator `{c.roles.assistant_simulator}`, "
-             f"policy `{c.roles.policy}`, judge `{c.roles.judge}` "
+             f"policy `{c.roles.policy}`, judge `{c.roles.judge}`, auditor `{role_endpoint(c, 'auditor')}` "
              f"({', '.join(f'{k}={v.provider}:{v.model}' for k, v in c.models.items())}). "
              f"Reward models: {_trained_with(sections['reward_models'][0] or {}, c.train.trainer)}.", "",
              f"Wall time of this invocation: {seconds / 60:.1f} min; per stage: "

@@ -1,8 +1,8 @@
-"""The four stages of ``music run``, each in one shape: its steps, the hash of each step's inputs
+"""The five stages of ``music run``, each in one shape: its steps, the hash of each step's inputs
 (chained, so a change upstream invalidates everything downstream), its line of the dry-run
 plan, the work, and its section of the run report. Where each stage writes is
 :class:`~music_core.paths.RunPaths`' business; what each does is its own module's (``synth``,
-``mix``, ``training_stage``, ``evaluation``)."""
+``audit``, ``mix``, ``training_stage``, ``evaluation``)."""
 
 from __future__ import annotations
 
@@ -98,11 +98,59 @@ class SynthStage(Stage):
                        f"Details: `{ctx.paths.synth_side('report-md')}`.", ""]
 
 
+class AuditStage(Stage):
+    """An independent judge of every synthetic pair (:mod:`music_core.audit`)."""
+
+    name, report_key = "audit", "audit"
+
+    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+        from .config.load import role_endpoint
+
+        c = ctx.config
+        return content_hash("audit", upstream["synth"], plain(c.audit), plain(c.models[role_endpoint(c, "auditor")]),
+                            plain(c.mix.original))
+
+    def plan(self, ctx: Any) -> str:
+        from .audit.plan import describe
+
+        return describe(ctx)
+
+    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+        from .audit import run_audit
+
+        return run_audit(ctx)
+
+    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+        audit = load_json(ctx.paths.audit_file("report"))
+        if not audit:
+            return None, []
+        md = ctx.paths.audit_file("report-md").read_text() if ctx.paths.audit_file("report-md").exists() else ""
+        return audit, [md.rstrip(), f"Details: `{ctx.paths.audit_file('report-md')}`, one record a pair in "
+                                    f"`{ctx.paths.audit_file('audit')}`.", ""]
+
+
+def validity_line(ctx: Any) -> str | None:
+    """The audit's headline, to stand beside the reward models trained on the pairs."""
+    audit = load_json(ctx.paths.audit_file("report"))
+    if not audit or audit["validity"]["rate"] is None:
+        return None
+    v = audit["validity"]
+    lo, hi = v["ci95"]
+    cal = audit["calibration"]
+    known = (f"the auditor's accuracy on known pairs {cal['accuracy']['rate']:.0%}"
+             + ("" if cal.get("tells_apart") else ", **not able to tell them apart**")) if "accuracy" in cal \
+        else "auditor not calibrated"
+    return (f"The MUSIC RM's synthetic pairs: audited validity {v['rate']:.0%} [{lo:.0%}, {hi:.0%}] on {v['n']} pairs "
+            f"({known}).")
+
+
 class MixStage(Stage):
     name, report_key = "mix", "mix"
 
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
-        return content_hash("mix", upstream["synth"], plain(ctx.config.mix))
+        # the mix reads the audit only when it acts on it
+        acts = ctx.config.mix.audit.min_p is not None
+        return content_hash("mix", upstream["synth"], plain(ctx.config.mix), upstream.get("audit") if acts else None)
 
     def plan(self, ctx: Any) -> str:
         m = ctx.config.mix
@@ -118,8 +166,11 @@ class MixStage(Stage):
         mix = load_json(ctx.paths.mix_file("summary"))
         if not mix:
             return None, []
+        audit = mix.get("audit")
+        acted = (f" The audit dropped {audit['dropped']} synthetic pairs below P(chosen better) {audit['min_p']} "
+                 f"({audit['dropped_unreadable']} of them unreadable), kept {audit['kept']}." if audit else "")
         return mix, ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "
-                                        f"{mix['synthetic_share_of_train']:.0%}).", ""]
+                                        f"{mix['synthetic_share_of_train']:.0%}).{acted}", ""]
 
 
 class TrainStage(Stage):
@@ -149,12 +200,16 @@ class TrainStage(Stage):
     def report(self, ctx: Any) -> tuple[Any, list[str]]:
         rms = {rm: load_json(ctx.paths.rm_marker(rm)) for rm in RUN_RMS}  # the training stage's own record
         summaries = {rm: (m or {}).get("summary") or {} for rm, m in rms.items()}
-        if not any(summaries.values()):
+        validity = validity_line(ctx) if any(rms.values()) else None
+        if not any(summaries.values()) and not validity:
             return rms, []
-        labels = list(dict.fromkeys(k for s in summaries.values() for k in s))  # in the trainer's order
-        lines = ["## Reward models", "", "| RM | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-        lines += [f"| {rm} | " + " | ".join(_cell(s.get(k)) for k in labels) + " |" for rm, s in summaries.items() if s]
-        return rms, lines + [""]
+        lines = ["## Reward models", ""]
+        if any(summaries.values()):
+            labels = list(dict.fromkeys(k for s in summaries.values() for k in s))  # in the trainer's order
+            lines += ["| RM | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+            lines += [f"| {rm} | " + " | ".join(_cell(s.get(k)) for k in labels) + " |" for rm, s in summaries.items() if s]
+            lines.append("")
+        return rms, lines + ([validity, ""] if validity else [])
 
 
 class EvalStage(Stage):
@@ -206,7 +261,7 @@ class EvalStage(Stage):
             return None
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), MixStage(), TrainStage(), EvalStage())}
+STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), AuditStage(), MixStage(), TrainStage(), EvalStage())}
 
 
 def stage_hashes(ctx: Any) -> dict[str, str]:

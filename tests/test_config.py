@@ -50,6 +50,24 @@ def test_new_endpoint_from_overrides_swaps_a_role():
     assert cfg.models["gpt"].provider == "openai" and cfg.roles.judge == "gpt"
 
 
+def test_the_default_endpoint_can_change_provider_by_override_and_by_file(tmp_path):
+    """Swapping a provider is one of the three uses the framework exists for: the default
+    endpoint's local-only options must not follow it to another provider."""
+    swap = ["models.local.provider=openai", "models.local.model=x", "models.local.base_url=http://127.0.0.1:9/v1"]
+    cfg = load_config(None, swap)
+    assert cfg.models["local"].provider == "openai" and cfg.models["local"].options == {}
+    path = tmp_path / "swap.yaml"
+    path.write_text("models:\n  local: {provider: openai, model: x, base_url: 'http://127.0.0.1:9/v1'}\n")
+    assert load_config(path).models["local"].provider == "openai"
+    # what the user does set is still checked against the new provider
+    with pytest.raises(ConfigError, match="models.local.options.dtype"):
+        load_config(None, swap + ["models.local.options.dtype=float32"])
+    # and the local provider still gets its own defaults, from LocalOptions
+    from music_local.provider import LocalOptions
+
+    assert LocalOptions().dtype == "bfloat16" and LocalOptions().max_batch_size == 32
+
+
 @pytest.mark.parametrize("override,needle", [
     ("synth.turnz=3", "unknown config key 'synth.turnz' (did you mean 'synth.turns'?)"),
     ("synth.turns=many", "bad value for config key 'synth.turns'"),

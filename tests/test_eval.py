@@ -163,7 +163,7 @@ def test_paper_dry_run_prints_the_plan_and_calls_nothing(tmp_path):
                           f"run.output_dir={tmp_path / 'paper'}"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    for needle in ("gemini:gemini-2.5-flash", "T=5", "gemma-2-9b-it", "2500 steps", "batch 64", "H=3",
+    for needle in ("gemini:gemini-2.5-flash", "anthropic:claude-sonnet-4-5", "audit:", "T=5", "gemma-2-9b-it", "2500 steps", "batch 64", "H=3",
                    "N in [1, 2, 4, 8]", "user_simulator", "assistant_simulator", "policy", "judge", "estimated cost"):
         assert needle in out.stdout, needle
     assert not (tmp_path / "paper").exists()
@@ -182,6 +182,9 @@ def test_run_pipeline_stages_markers_and_resume(tmp_path, monkeypatch, plugins):
         run_pipeline(RunContext(load_config(None, base), plugins.registry))
         report = (tmp_path / "report.md").read_text()
         assert "## Multi-turn Best-of-N" in report and "## RewardBench" in report and "## Pairwise accuracy" in report
+        # the audit stage ran between synth and mix, and its validity stands beside the reward models
+        assert "## Pair audit" in report and "The MUSIC RM's synthetic pairs: audited validity" in report
+        assert report.index("## Pair audit") < report.index("## Reward models")
         calls = len(srv.requests)
         marks = {p.stem: json.loads(p.read_text())["hash"] for p in (tmp_path / "stages").glob("*.json")}
         run_pipeline(RunContext(load_config(None, base), plugins.registry))  # everything is done: nothing runs
@@ -189,6 +192,7 @@ def test_run_pipeline_stages_markers_and_resume(tmp_path, monkeypatch, plugins):
         run_pipeline(RunContext(load_config(None, base + ["eval.bon.n=[1,2,4]"]), plugins.registry))
         after = {p.stem: json.loads(p.read_text())["hash"] for p in (tmp_path / "stages").glob("*.json")}
         assert after["synth"] == marks["synth"] and after["train-music"] == marks["train-music"]
+        assert after["audit"] == marks["audit"]
         assert after["eval-best-of-n"] != marks["eval-best-of-n"]
 
 
@@ -199,12 +203,13 @@ def test_offline_music_run_end_to_end_with_real_models(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "music_core", "run", f"run.output_dir={out}", "run.progress=false",
             "seeds.limit=3", "synth.turns=2", "train.epochs=1", "eval.bon.turns=1", "eval.bon.n=[1,2]",
-            "eval.bon.prompt_sets.builtin.limit=2", "eval.bon.bootstrap=100"]
+            "eval.bon.prompt_sets.builtin.limit=2", "eval.bon.bootstrap=100", "audit.calibration_pairs=4"]
     env = {k: v for k, v in __import__("os").environ.items() if "API_KEY" not in k}
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()
-    for section in ("## Synthesis", "## Reward models", "## Multi-turn Best-of-N", "## Pairwise accuracy", "## RewardBench"):
+    for section in ("## Synthesis", "## Pair audit", "## Reward models", "## Multi-turn Best-of-N", "## Pairwise accuracy",
+                    "## RewardBench"):
         assert section in report
     # the reward-model table and line come from the training stage's record of the trainer's summary
     assert "| RM | train pairs | steps | final train loss | held-out accuracy |" in report

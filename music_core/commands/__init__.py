@@ -1,4 +1,4 @@
-"""The core's own plugin: pipeline commands (synth, mix, train, eval, run), registered through
+"""The core's own plugin: pipeline commands (synth, audit, mix, train, eval, run), registered through
 the same ``register_commands`` hook that third-party plugins use. Each command imports its
 engine inside the function, so ``music --help`` stays light."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 from music_core import hookimpl
 
 from .batches import batches_group
-from .stage_commands import eval_group, mix, run, synth, train
+from .stage_commands import audit, eval_group, mix, run, synth, train
 
 
 @hookimpl
 def register_commands(register):
-    for command in (synth, mix, train, eval_group, run, batches_group):
+    for command in (synth, audit, mix, train, eval_group, run, batches_group):
         register(command)

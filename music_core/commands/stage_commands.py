@@ -1,4 +1,4 @@
-"""``music synth | mix | train | eval | run``."""
+"""``music synth | audit | mix | train | eval | run``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,40 @@ def synth(config_path, overrides, shard):
         progress.stop()
     echo_kv("synth done", {"pairs written": stats["written"], "errors": stats["errors"], "filtered": stats["filtered"],
                            "already done": stats["already_done"], "output": stats["output"], "report": stats["report"]})
+
+
+@click.command()
+@config_options
+@click.option("--pairs", "pairs_file", default=None, metavar="FILE",
+              help="audit this preference file instead of the run's synthesis output (audit.pairs)")
+@click.option("--known", "known_file", default=None, metavar="FILE",
+              help="known-answer pairs (chosen known better) to calibrate the auditor on (audit.known_pairs)")
+@click.option("--dry-run", is_flag=True, help="print what the audit would judge, its calls and price; call nothing")
+def audit(config_path, overrides, pairs_file, known_file, dry_run):
+    """Judge every synthetic pair with the auditor (roles.auditor) in both orders, whole and turn by
+    turn, calibrated on known pairs: is the rejected branch really worse? (resumable)"""
+    from music_core import progress
+
+    extra = [f"audit.pairs={pairs_file}"] if pairs_file else []
+    extra += [f"audit.known_pairs={known_file}"] if known_file else []
+    ctx = context(config_path, overrides, extra)
+    if dry_run:
+        from music_core.audit.plan import describe, estimate
+        from music_core.plan import print_cost, print_rows
+
+        click.echo(f"music audit plan (dry run: nothing is called) -> {ctx.paths.audit_dir}\n  {describe(ctx)}")
+        print_cost(*print_rows(ctx, estimate))
+        return
+    from music_core.audit import run_audit
+
+    try:
+        summary = run_audit(ctx)
+    finally:
+        progress.stop()
+    lo, hi = summary["ci95"] or (float("nan"), float("nan"))
+    echo_kv("audit done", {"pairs": summary["pairs"], "validity": f"{summary['validity']:.1%} [{lo:.1%}, {hi:.1%}]",
+                           "wire calls": summary["wire_calls"], "records": summary["audit"],
+                           "report": summary["report"]})
 
 
 @click.command()

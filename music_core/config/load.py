@@ -33,6 +33,21 @@ def resolve_prompt_profile(cfg: MusicConfig) -> tuple[str, str]:
     return "paper", f"auto: synthesis roles run on {', '.join(sorted(providers))}"
 
 
+# Roles that may be left unset, and the role whose endpoint they then use.
+ROLE_DEFAULTS = {"contrast": "assistant_simulator", "auditor": "judge"}
+
+
+def role_endpoint(cfg: MusicConfig, role: str) -> str:
+    """The endpoint name a role uses (``contrast`` defaults to the assistant simulator's,
+    ``auditor`` to the judge's)."""
+    name = getattr(cfg.roles, role, None)
+    if name is None and role in ROLE_DEFAULTS:
+        name = getattr(cfg.roles, ROLE_DEFAULTS[role])
+    if name is None:
+        raise KeyError(role)
+    return str(name)
+
+
 def resolve_user_simulator(cfg: MusicConfig) -> str:
     if cfg.synth.user_simulator != "auto":
         return cfg.synth.user_simulator
@@ -214,7 +229,7 @@ def check_semantics(cfg: MusicConfig) -> None:
         if not ok:
             raise ConfigError(f"config key '{key}': {msg}")
 
-    for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge"):
+    for role in ("user_simulator", "assistant_simulator", "contrast", "policy", "judge", "auditor"):
         name = getattr(cfg.roles, role)
         if name is not None:
             need(name in cfg.models, f"roles.{role}",
@@ -249,8 +264,15 @@ def check_semantics(cfg: MusicConfig) -> None:
     need(0.0 <= cfg.mix.eval_fraction < 1.0, "mix.eval_fraction", "must be in [0, 1)")
     r = cfg.mix.synthetic_ratio
     need(r is None or 0.0 <= r <= 1.0, "mix.synthetic_ratio", "must be in [0, 1]")
-    unknown_stages = set(cfg.run.stages) - {"synth", "mix", "train", "eval"}
-    need(not unknown_stages, "run.stages", f"unknown stages {sorted(unknown_stages)} (known: synth, mix, train, eval)")
+    unknown_stages = set(cfg.run.stages) - {"synth", "audit", "mix", "train", "eval"}
+    need(not unknown_stages, "run.stages", f"unknown stages {sorted(unknown_stages)} (known: synth, audit, mix, train, eval)")
+    a = cfg.audit
+    need(a.limit is None or a.limit >= 1, "audit.limit", "must be at least 1 when set")
+    need(a.calibration_pairs >= 0, "audit.calibration_pairs", "must be >= 0")
+    need(a.unreadable_stop >= 1, "audit.unreadable_stop", "must be at least 1")
+    need(a.concurrency >= 1, "audit.concurrency", "must be at least 1")
+    p = cfg.mix.audit.min_p
+    need(p is None or 0.0 <= p <= 1.0, "mix.audit.min_p", "must be in [0, 1]")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -89,6 +89,8 @@ class RolesConfig:
     contrast: str | None = _f(None, "endpoint that rewrites instructions (default: assistant_simulator)")
     policy: str = _f("local", "endpoint whose samples Best-of-N picks from")
     judge: str = _f("local", "endpoint of the pairwise LLM judge")
+    auditor: str | None = _f(None, "endpoint that audits the synthetic pairs (`music audit`; default: the judge's). "
+                                   "Best kept apart from the simulators: a model judging its own answers prefers them")
 
 
 @dataclass
@@ -98,7 +100,7 @@ class RunConfig:
     cache: str | None = _f(None, "SQLite LLM call cache (default: <output_dir>/llm-cache.sqlite)")
     progress: bool = _f(True, "show progress (bars on a terminal, else a line per stage every progress_interval_s)")
     progress_interval_s: float = _f(30.0, "seconds between progress lines when the output is not a terminal")
-    stages: list[str] = _f(["synth", "mix", "train", "eval"], "stages `music run` executes, in order")
+    stages: list[str] = _f(["synth", "audit", "mix", "train", "eval"], "stages `music run` executes, in order")
     dry_run: bool = _f(False, "print the plan and estimates; call nothing")
 
 
@@ -148,6 +150,35 @@ class SynthConfig:
 
 
 @dataclass
+class AuditConfig:
+    """``music audit``: an independent judge of every synthetic pair, whole conversation and each
+    contrasted turn, in both orders, calibrated on pairs whose answer is known."""
+
+    pairs: str | None = _f(None, "pairs to audit: any preference file the readers accept (default: the synthesis output)")
+    format: str = _f("auto", "record format of audit.pairs: auto, music, skywork, trl, sharegpt")
+    limit: int | None = _f(None, "audit at most this many pairs (a seeded sample); null: every pair")
+    judge: str = _f("pairwise", "registered judge of the whole conversations")
+    judge_options: dict[str, Any] = component_options("judge", "judge", "options of the whole-conversation judge")
+    turn_judge: str | None = _f("last-turn", "registered judge of each contrasted turn (the last answer of each "
+                                              "branch given its own history); null: whole conversations only")
+    turn_judge_options: dict[str, Any] = component_options("judge", "turn_judge", "options of the per-turn judge")
+    calibration_pairs: int = _f(32, "known-answer pairs to calibrate the auditor on (a seeded sample of "
+                                    "audit.known_pairs, or of the mix's original data); 0: no calibration")
+    known_pairs: str | None = _f(None, "a preference file whose chosen side is known better, for calibration "
+                                       "(default: mix.original, as the mix reads it; with audit.pairs set: none)")
+    unreadable_stop: int = _f(12, "stop the run when the auditor's first this many verdicts are all unreadable")
+    concurrency: int = _f(32, "pairs audited at once (batch mode: all)")
+    seed: int = _f(0, "seed of the samples")
+    output_dir: str | None = _f(None, "default: <output_dir>/audit")
+
+
+@dataclass
+class MixAuditConfig:
+    min_p: float | None = _f(None, "drop synthetic pairs whose audited probability that chosen is better is below "
+                                   "this (unreadable verdicts are dropped too); null: keep every pair")
+
+
+@dataclass
 class MixConfig:
     synthetic: list[str] = _f([], "synthetic pair files or globs (default: the synth output and its shards)")
     original: DataSourceConfig = field(default_factory=lambda: DataSourceConfig(source="builtin"),
@@ -158,6 +189,8 @@ class MixConfig:
     eval_fraction: float = _f(0.3, "share of each source held out for evaluation (by conversation group)")
     dedupe: bool = _f(True, "drop pairs whose chosen and rejected conversations both repeat")
     seed: int = _f(0, "shuffle and split seed")
+    audit: MixAuditConfig = field(default_factory=MixAuditConfig,
+                                  metadata={"help": "acting on the audit (`music audit`)"})
     output_dir: str | None = _f(None, "default: <output_dir>/mix")
 
 
@@ -186,9 +219,11 @@ class EvalConfig:
 
 
 def _default_models() -> dict[str, EndpointConfig]:
+    # No provider options here: the local provider's own defaults (LocalOptions) hold them, so an
+    # override that points this endpoint at another provider is checked only for what it sets.
     return {"local": EndpointConfig(
         provider="local", model="smollm2-135m", concurrency=32, temperature=0.8, top_p=0.95,
-        max_tokens=96, timeout_s=600.0, options={"dtype": "bfloat16", "max_batch_size": 32})}
+        max_tokens=96, timeout_s=600.0)}
 
 
 @dataclass
@@ -198,6 +233,7 @@ class MusicConfig:
     roles: RolesConfig = field(default_factory=RolesConfig, metadata={"help": "which endpoint plays which role"})
     seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "seed conversations"})
     synth: SynthConfig = field(default_factory=SynthConfig, metadata={"help": "MUSIC rollouts"})
+    audit: AuditConfig = field(default_factory=AuditConfig, metadata={"help": "auditing the synthetic pairs"})
     mix: MixConfig = field(default_factory=MixConfig, metadata={"help": "mixing with the original data"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "reward-model training"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})

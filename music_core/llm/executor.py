@@ -465,12 +465,9 @@ class LLMPool:
         return out
 
     def endpoint_name(self, role: str) -> str:
-        name = getattr(self.config.roles, role, None)
-        if role == "contrast" and name is None:
-            name = self.config.roles.assistant_simulator
-        if name is None:
-            raise KeyError(role)
-        return name
+        from ..config.load import role_endpoint
+
+        return role_endpoint(self.config, role)
 
     def for_role(self, role: str) -> RoleClient:
         return RoleClient(role, self.endpoint(self.endpoint_name(role)), self.usage[role], self._progress)

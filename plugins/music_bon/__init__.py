@@ -3,12 +3,13 @@
 from music_core import hookimpl
 
 from .bon import BestOfN
-from .judge import JudgePrefersChosen, PairwiseJudge
+from .judge import JudgePrefersChosen, LastTurnJudge, PairwiseJudge
 
 
 @hookimpl
 def register_judges(register):
     register(PairwiseJudge)
+    register(LastTurnJudge)
 
 
 @hookimpl

@@ -1,5 +1,7 @@
 """The ``pairwise`` judge: any configured endpoint compares two whole conversations and returns
-a structured verdict; and ``judge-prefers-chosen``, a pair filter built on it."""
+a structured verdict; ``last-turn``, the same machinery asked about the final reply of each
+conversation only (the audit's per-turn verdict); and ``judge-prefers-chosen``, a pair filter
+built on the pairwise judge."""
 
 from __future__ import annotations
 
@@ -96,12 +98,20 @@ class PairwiseJudge(Judge):
     options_class = JudgeOptions
     description = "LLM judge of two whole conversations (coherence, consistency, instructions, helpfulness)"
 
+    default_templates = ("pairwise_judge.yaml", "pairwise_judge_label.yaml")
+
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(JudgeOptions, opts, "eval.bon.judge_options")
-        self.template = load_template(self.opts.template or TEMPLATES / "pairwise_judge.yaml")
-        self.label_template = load_template(self.opts.label_template or TEMPLATES / "pairwise_judge_label.yaml")
+        self.opts = options(JudgeOptions, opts, "judge_options")
+        text, label = self.default_templates
+        self.template = load_template(self.opts.template or TEMPLATES / text)
+        self.label_template = load_template(self.opts.label_template or TEMPLATES / label)
         self.tie_margin = self.opts.tie_margin
+
+    @property
+    def template_tags(self) -> list[str]:
+        """The templates' names and versions, for the provenance of every verdict."""
+        return [self.template.tag, self.label_template.tag]
 
     def _prompt(self, t, first: list[Message], second: list[Message]) -> list[Message]:
         cap = self.opts.max_chars_per_message
@@ -133,6 +143,16 @@ class PairwiseJudge(Judge):
             if verdict is not None:
                 return verdict
         return Verdict("tie", "unparsed judge output", raw, method="unparsed")
+
+
+class LastTurnJudge(PairwiseJudge):
+    """Compares the final assistant reply of two conversations, each against its own history:
+    the audit asks it, at every contrasted turn, whether the rejected branch's answer fails the
+    user turn that the chosen branch's answer serves."""
+
+    name = "last-turn"
+    description = "LLM judge of the final reply of two conversations, each given its own history (audit per turn)"
+    default_templates = ("last_turn_judge.yaml", "last_turn_judge_label.yaml")
 
 
 class JudgePrefersChosen(PairFilter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from music_core.config import options
 from music_core.config.schema import OptionError, option
 from music_core.llm.provider import ChatProvider
 from music_core.llm.types import Completion, ProviderCall
@@ -23,7 +24,7 @@ class LocalOptions:
 
     dtype: str = option("bfloat16", "weights and compute: bfloat16, float32 or float16")
     device: str = option("auto", "cpu, cuda or auto")
-    max_batch_size: int = option(16, "most requests in one generate call")
+    max_batch_size: int = option(32, "most requests in one generate call")
     linger_ms: float = option(20.0, "how long the worker waits for a batch to fill")
 
     def __post_init__(self) -> None:
@@ -49,11 +50,9 @@ class LocalProvider(ChatProvider):
 
     def engine(self):
         if self._engine is None:
-            opts = self.endpoint.options
-            self._engine = engine_for(self.endpoint.model, dtype=str(opts.get("dtype", "bfloat16")),
-                                      device=str(opts.get("device", "auto")),
-                                      max_batch_size=int(opts.get("max_batch_size", 16)),
-                                      linger_ms=float(opts.get("linger_ms", 20)))
+            opts = options(LocalOptions, self.endpoint.options, "models.<local endpoint>.options")
+            self._engine = engine_for(self.endpoint.model, dtype=opts.dtype, device=opts.device,
+                                      max_batch_size=opts.max_batch_size, linger_ms=opts.linger_ms)
         return self._engine
 
     async def generate(self, call: ProviderCall) -> list[Completion]:
