@@ -262,3 +262,24 @@ def test_dry_run_prices_the_audit_and_calls_nothing(tmp_path):
         assert plan.returncode == 0 and "audit:" in plan.stdout
         assert any(line.strip().startswith("auditor") for line in plan.stdout.splitlines())
         assert not srv.requests
+
+
+def test_batch_mode_gives_the_online_verdicts_and_progress_shows_without_a_terminal(tmp_path):
+    for name in ("online", "batch"):
+        write_run(tmp_path / name)
+    with openai_server(reply=scripted_auditor, seeded=True) as srv:
+        assert music("audit", *audit_args(tmp_path / "online", srv.url + "/v1")).returncode == 0
+    with openai_server(reply=scripted_auditor, seeded=True, batch={"complete_after_s": 0.05}) as srv:
+        out = music("audit", *audit_args(tmp_path / "batch", srv.url + "/v1"), "models.aud.mode=batch",
+                    "models.aud.batch_linger_s=0.1", "models.aud.batch_poll_s=0.05", "models.aud.batch_poll_max_s=0.1",
+                    "run.progress=true", "run.progress_interval_s=0.2")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert srv.batch_jobs.jobs, "the audit went through the Batch API"
+    assert "[audit]" in out.stderr  # progress lines, though stderr is no terminal
+
+    def verdicts(root: Path) -> list:
+        rows = [json.loads(line) for line in (root / "audit" / "audit.jsonl").open()]
+        return [(r["id"], r["verdict"], r["p_chosen"], [(t["turn"], t["verdict"]) for t in r["turns"]]) for r in rows]
+
+    assert verdicts(tmp_path / "batch") == verdicts(tmp_path / "online")
+    assert figures(tmp_path / "batch")["validity"] == figures(tmp_path / "online")["validity"]
