@@ -21,15 +21,20 @@ from .jsonl import iter_json_lines, read_text_utf8
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 
 
-def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[str, int | None, Any]]:
-    """Yield ``(file, line, record)`` from a local JSONL/JSON/Parquet file, a folder of them, or a
-    Hugging Face hub id (through ``datasets``). Line numbers exist for JSONL only."""
+def iter_raw_records(path_or_id: str, split: str = "train", name: str | None = None) -> Iterator[tuple[str, int | None, Any]]:
+    """Yield ``(file, line, record)`` from a local JSONL/JSON/Parquet file (``.jsonl.gz`` and
+    ``.json.gz`` too), a folder of them, an Arrow snapshot folder (``Dataset.save_to_disk``), or a
+    Hugging Face hub id (through ``datasets``; ``name`` is the dataset's config, e.g.
+    HelpSteer3's ``preference``). Line numbers exist for JSONL only."""
     path = Path(os.path.expanduser(path_or_id))
+    if path.is_dir() and _is_arrow_snapshot(path):
+        yield from _iter_arrow(path, split)
+        return
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.name.endswith(LOCAL_SUFFIXES))
         if not files:
             raise RecordError(str(path), None, f"folder holds no {'/'.join(LOCAL_SUFFIXES)} files")
         # A hub snapshot keeps each split in its own files (data/filtered-00000-of-00001.parquet,
@@ -42,6 +47,9 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
             raise RecordError(str(path), None, f"no files of split {split!r} (the folder has splits {found})")
         for f in files:
             yield from iter_raw_records(str(f), split)
+        return
+    if path.name.endswith(".gz") and path.exists():
+        yield from _iter_gzip(path)
         return
     if path.suffix == ".jsonl" or (path.exists() and path.suffix not in (".json", ".parquet")):
         for lineno, obj in iter_json_lines(path):
@@ -67,9 +75,57 @@ def iter_raw_records(path_or_id: str, split: str = "train") -> Iterator[tuple[st
         for i, row in enumerate(ds):
             yield f"{path}[{i}]", None, row
         return
-    if path.suffix in LOCAL_SUFFIXES or path_or_id.startswith((".", "/", "~")):
+    if path.name.endswith(LOCAL_SUFFIXES) or path_or_id.startswith((".", "/", "~")):
         raise RecordError(str(path), None, "file not found")
-    yield from _iter_hub(path_or_id, split)
+    yield from _iter_hub(path_or_id, split, name)
+
+
+def _iter_gzip(path: Path) -> Iterator[tuple[str, int | None, Any]]:
+    """A gzipped JSONL file (one record a line) or JSON file (a list of records)."""
+    import gzip
+    import json
+
+    try:
+        text = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as exc:
+        raise RecordError(str(path), None, f"not a readable gzip file ({exc})") from None
+    lines = text.split(b"\n")
+    if path.name.endswith(".json.gz"):
+        try:
+            data = json.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RecordError(str(path), getattr(exc, "lineno", None), f"invalid JSON ({exc})") from None
+        rows = data if isinstance(data, list) else None
+        if rows is None:
+            raise RecordError(str(path), None, "expected a JSON list of records")
+        for i, row in enumerate(rows):
+            yield f"{path}[{i}]", None, row
+        return
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.decode("utf-8", errors="strict") if raw else ""
+        if not line.strip():
+            continue
+        try:
+            yield str(path), lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(str(path), lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _is_arrow_snapshot(path: Path) -> bool:
+    return (path / "dataset_dict.json").exists() or ((path / "state.json").exists() and any(path.glob("*.arrow")))
+
+
+def _iter_arrow(path: Path, split: str) -> Iterator[tuple[str, int | None, Any]]:
+    """A folder written by ``Dataset.save_to_disk`` (or ``DatasetDict.save_to_disk``: the split's)."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise RecordError(str(path), None, f"no split {split!r} in this snapshot (it has {sorted(ds)})")
+        ds = ds[split]
+    for i, row in enumerate(ds):
+        yield f"{path}[{i}]", None, row
 
 
 def split_of(file: Path) -> str | None:
@@ -83,11 +139,11 @@ def split_of(file: Path) -> str | None:
     return None
 
 
-def _iter_hub(hub_id: str, split: str) -> Iterator[tuple[str, int | None, Any]]:
+def _iter_hub(hub_id: str, split: str, name: str | None = None) -> Iterator[tuple[str, int | None, Any]]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(hub_id, split=split)
+        ds = datasets.load_dataset(hub_id, name, split=split)
     except Exception as exc:  # offline, unknown id, gated: say which and how to fix it
         raise MusicError(
             f"could not load dataset {hub_id!r} (split {split!r}) from the hub: {type(exc).__name__}: "

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = CORE_PLUGINS + (
     "music_bt",
     "music_bon",
     "music_rewardbench",
+    "music_human",
 )
 ENTRY_POINT_GROUP = "music"
 SELF_DISTRIBUTION = "music-rm"

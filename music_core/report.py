@@ -23,6 +23,10 @@ def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
              f"Reward models: {_trained_with(sections['reward_models'][0] or {}, c.train.trainer)}.", "",
              f"Wall time of this invocation: {seconds / 60:.1f} min; per stage: "
              + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stages.items() if v) + ".", ""]
+    headline = [h for name, res in (sections["evaluations"][0] or {}).items() if name != "skipped"
+                for h in (res.get("headline") or [])]
+    if headline:  # each evaluator's own one-line verdict, e.g. music vs baseline on human-labelled pairs
+        lines += ["**Headline**", ""] + [f"- {h}" for h in headline] + [""]
     for _, markdown in sections.values():
         lines += markdown
     write_text_atomic(paths.report_md, "\n".join(lines))

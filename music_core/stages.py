@@ -242,15 +242,23 @@ class EvalStage(Stage):
         return {"results": out["results_path"], "report": out["markdown_path"]}
 
     def report(self, ctx: Any) -> tuple[Any, list[str]]:
-        results, lines = {}, []
+        results: dict[str, Any] = {}
+        lines: list[str] = []
+        skipped: dict[str, str] = {}
         for name in ctx.config.eval.evaluators:
             res = load_json(ctx.paths.eval_results(name))
             if res is None:
+                reason = self.skip_reason(ctx, f"eval-{name}")
+                if reason:
+                    skipped[name] = reason
                 continue
             results[name] = res
             # an evaluator's images sit beside its own report: point at them from the run report
             prefix = os.path.relpath(ctx.paths.eval_dir(name), ctx.paths.root).replace(os.sep, "/")
             lines += [_reroot_images(ctx.paths.eval_report(name).read_text(), prefix), ""]
+        if skipped:  # named in the report, never an error mid-run
+            results["skipped"] = skipped
+            lines += ["## Evaluations skipped", ""] + [f"- `{n}`: {why}" for n, why in skipped.items()] + [""]
         return results, lines
 
     @staticmethod

@@ -6,15 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-
-def wilson(k: int, n: int) -> tuple[float, float] | None:
-    """The Wilson score 95% interval of k successes in n (None when n is 0)."""
-    if n == 0:
-        return None
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return round(float(ci.low), 4), round(float(ci.high), 4)
+from ..stats import wilson
 
 
 def rate(k: int, n: int) -> dict[str, Any]:

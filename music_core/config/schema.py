@@ -207,6 +207,14 @@ class TrainConfig:
 
 
 @dataclass
+class ContaminationConfig:
+    ngram: int = _f(13, "an item is contaminated when it shares this many consecutive words with a training prompt "
+                        "(13: GPT-3's contamination analysis)")
+    data: str | None = _f(None, "the RM's training pairs to compare with (default: the run's mix train split)")
+    exclude: bool = _f(False, "score without the contaminated items (they are counted either way)")
+
+
+@dataclass
 class EvalConfig:
     """The evaluation stage's own keys. Each selected evaluator (listed in ``evaluators``, or run
     by ``music eval <command>``) adds its options as a section ``eval.<config_key>``
@@ -215,6 +223,8 @@ class EvalConfig:
     reward_models: dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
     evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench", "rewardbench-2"],
                                "evaluators `music run` uses")
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig,
+                                               metadata={"help": "overlap of evaluation items with the training prompts"})
     output_dir: str | None = _f(None, "default: <output_dir>/eval")
 
 

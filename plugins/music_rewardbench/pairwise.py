@@ -7,10 +7,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from music_core import contamination
 from music_core.contracts import EvalReport, Evaluator, RewardModel
 from music_core.data import PreferencePair
 from music_core.errors import MusicError
 from music_core.formats import load_pairs
+from music_core.stats import paired_table, say_paired
 
 from .options import PairwiseEvalConfig
 
@@ -43,7 +45,10 @@ class PairwiseAccuracy(Evaluator):
         if not Path(path).exists() and not cfg.data:
             raise MusicError(f"pairwise-accuracy: {path} not found (run `music mix`, or set eval.pairwise.data)")
         pairs = load_pairs(path)  # our pairs, or any Skywork/TRL/ShareGPT file; a bad line names file:line
-        results: dict[str, Any] = {"data": path, "pairs": len(pairs), "models": {}}
+        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
+        pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
+        results: dict[str, Any] = {"data": path, "pairs": len(pairs), "contamination": contaminated, "models": {}}
+        all_hits: dict[str, list[int]] = {}
         for name, rm in reward_models.items():
             scorer = rm.scorer(cfg.batch_size)
             rc = scorer.score([p.chosen for p in pairs])
@@ -57,17 +62,28 @@ class PairwiseAccuracy(Evaluator):
                 groups["source"][p.source].append(ok)
                 groups["strategy"][str(p.meta.get("strategy", "original"))].append(ok)
                 groups["first_divergent_turn"][str(first_divergent_turn(p))].append(ok)
+            all_hits[name] = hits
             results["models"][name] = {
                 "accuracy": sum(hits) / len(hits) if hits else float("nan"),
                 **{g: {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(d.items())} for g, d in groups.items()},
             }
+        results["paired"] = paired_table(all_hits)
         return EvalReport(self.name, results, to_markdown(results))
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-    lines = ["## Pairwise accuracy on held-out pairs", "", f"`{r['data']}`: {r['pairs']} pairs.", "",
+    lines = ["## Pairwise accuracy on held-out pairs", "",
+             f"`{r['data']}`: {r['pairs']} pairs; {contamination.describe(r['contamination'])}.", "",
              "| reward model | overall | by source | by strategy | by first divergent turn |", "|---|---|---|---|---|"]
     fmt = lambda d: ", ".join(f"{k} {v['accuracy']:.2f} (n={v['n']})" for k, v in d.items())  # noqa: E731
     for name, m in r["models"].items():
         lines.append(f"| {name} | {m['accuracy']:.3f} | {fmt(m['source'])} | {fmt(m['strategy'])} | {fmt(m['first_divergent_turn'])} |")
+    lines += paired_lines(r["paired"])
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(rows: list[dict[str, Any]], label: str = "") -> list[str]:
+    """Each pair of RMs on the same items, in one sentence (difference, interval, McNemar)."""
+    if not rows:
+        return []
+    return [""] + [f"- {label}{say_paired(p['a'], p['b'], p)}" for p in rows]

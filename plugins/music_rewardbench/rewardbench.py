@@ -7,13 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from music_core import progress
+from music_core import contamination, progress
 from music_core.contracts import EvalReport, Evaluator, RewardModel
 from music_core.data import Message
 from music_core.errors import ConfigError, RecordError
 from music_core.formats import iter_raw_records
+from music_core.stats import paired_table
 
 from .options import RewardBenchConfig
+from .pairwise import paired_lines
 from .scoring import EXAMPLE_COUNTS, SECTIONS, section_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini.jsonl"
@@ -58,18 +60,22 @@ class RewardBench(BenchmarkEvaluator):
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench.path': no RewardBench data given (hub id, local path or 'builtin')")
         examples = load_examples(cfg.path, cfg.split)
+        flags, contaminated = contamination.check(self.ctx, [e["prompt"] for e in examples])
+        examples = [e for e, out in zip(examples, contamination.excluded(self.ctx, flags)) if not out]
         convs_c: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["chosen"]}]
                                         for e in examples]
         convs_r: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["rejected"]}]
                                         for e in examples]
         per_rm: dict[str, Any] = {}
+        hits: dict[str, list[int]] = {}
         task = progress.Task("rewardbench", total=len(reward_models))
         for name, rm in reward_models.items():
             scorer = rm.scorer(cfg.batch_size)
             rc, rr = scorer.score(convs_c), scorer.score(convs_r)  # the scorer sorts by length itself
             correct: dict[str, list[int]] = defaultdict(list)
-            for e, c, r in zip(examples, rc, rr):
-                correct[e["subset"]].append(1 if c > r else 0)  # a tie is wrong
+            hits[name] = [1 if c > r else 0 for c, r in zip(rc, rr)]  # a tie is wrong
+            for e, h in zip(examples, hits[name]):
+                correct[e["subset"]].append(h)
             acc = {s: sum(v) / len(v) for s, v in correct.items()}
             per_rm[name] = {"subset_accuracy": acc, "subset_counts": {s: len(v) for s, v in correct.items()},
                             "sections": section_scores(acc),
@@ -77,9 +83,21 @@ class RewardBench(BenchmarkEvaluator):
             task.advance(1)
         task.close()
         results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "models": per_rm,
+                   "contamination": contaminated, "paired": paired_by_section(examples, hits),
                    "note": ("'builtin' is a 46-example set in RewardBench's schema written for this project, "
                             "two per subset: a smoke test of the pipeline, not RewardBench") if cfg.path == "builtin" else ""}
         return EvalReport(self.name, results, to_markdown(results))
+
+
+def paired_by_section(examples: list[dict[str, Any]], hits: dict[str, list[int]]) -> dict[str, Any]:
+    """Each pair of RMs on the same examples, per section and over all examples (unweighted:
+    the paired test counts examples, where the section score weights subsets)."""
+    out = {"all examples": paired_table(hits)}
+    for section, subsets in SECTIONS.items():
+        idx = [i for i, e in enumerate(examples) if e["subset"] in subsets]
+        if idx:
+            out[section] = paired_table({n: [h[i] for i in idx] for n, h in hits.items()})
+    return out
 
 
 def to_markdown(r: dict[str, Any]) -> str:
@@ -88,4 +106,7 @@ def to_markdown(r: dict[str, Any]) -> str:
              "| reward model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in r["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{m['sections'].get(c, float('nan')):.1f}" for c in cols) + " |")
+    lines += ["", contamination.describe(r["contamination"]) + "."]
+    for section, rows in r["paired"].items():
+        lines += paired_lines(rows, f"{section}: ")
     return "\n".join(lines) + "\n"

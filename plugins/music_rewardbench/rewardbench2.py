@@ -8,15 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from music_core import progress
+from music_core import contamination, progress
 from music_core.contracts import EvalReport, RewardModel
 from music_core.data import Message
 from music_core.errors import ConfigError, RecordError
 from music_core.formats import iter_raw_records
+from music_core.stats import paired_table
 
 from .options import RewardBench2Config
+from .pairwise import paired_lines
 from .rewardbench import BenchmarkEvaluator
-from .scoring_v2 import SUBSETS_V2, subset_scores
+from .scoring_v2 import SUBSETS_V2, example_result, subset_scores
 
 BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
 
@@ -53,6 +55,8 @@ class RewardBench2(BenchmarkEvaluator):
             raise ConfigError("config key 'eval.rewardbench2.path': no RewardBench 2 data given "
                               "(hub id allenai/reward-bench-2, a local path, or 'builtin')")
         examples = load_examples_v2(cfg.path, cfg.split)
+        flags, contaminated = contamination.check(self.ctx, [e["prompt"] for e in examples])
+        examples = [e for e, out in zip(examples, contamination.excluded(self.ctx, flags)) if not out]
         convs: list[list[Message]] = []
         owner: list[int] = []
         for i, e in enumerate(examples):
@@ -60,6 +64,7 @@ class RewardBench2(BenchmarkEvaluator):
                 convs.append([{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": completion}])
                 owner.append(i)
         per_rm: dict[str, Any] = {}
+        hits: dict[str, list[int]] = {}
         task = progress.Task("rewardbench-2", total=len(reward_models), unit="models")
         for name, rm in reward_models.items():
             scorer = rm.scorer(cfg.batch_size)
@@ -67,13 +72,16 @@ class RewardBench2(BenchmarkEvaluator):
             scores: list[list[float]] = [[] for _ in examples]
             for i, s in zip(owner, flat):
                 scores[i].append(s)
+            # paired per example: right when a correct completion alone has the best score (Ties is a
+            # per-prompt score of its own and stays out of the paired test)
+            hits[name] = [int(example_result(sc) == 1.0) for e, sc in zip(examples, scores) if e["subset"].lower() != "ties"]
             per_rm[name] = {"subsets": {k: 100 * v for k, v in subset_scores(examples, scores).items()},
                             "subset_counts": {s: sum(1 for e in examples if e["subset"] == s)
                                               for s in sorted({e["subset"] for e in examples})}}
             task.advance(1)
         task.close()
         results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "completions": len(convs),
-                   "models": per_rm,
+                   "models": per_rm, "contamination": contaminated, "paired": paired_table(hits),
                    "note": ("'builtin' is a smoke set in RewardBench 2's schema written for this project (two "
                             "prompts per subset): it checks the pipeline, it is not RewardBench 2") if cfg.path == "builtin" else ""}
         return EvalReport(self.name, results, to_markdown(results))
@@ -85,4 +93,6 @@ def to_markdown(r: dict[str, Any]) -> str:
              + (r["note"] or ""), "", "| reward model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in r["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{m['subsets'][c]:.1f}" if c in m["subsets"] else "–" for c in cols) + " |")
+    lines += ["", contamination.describe(r["contamination"]) + "."]
+    lines += paired_lines(r["paired"], "examples outside Ties: ")
     return "\n".join(lines) + "\n"
