@@ -108,6 +108,41 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def cut_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line that has no newline: it can only come from a write that was killed
+    midway. Returns the bytes removed (0 for a whole file)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline and truncate after it.
+        pos = size - 1
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            buf = fh.read(pos - start)
+            idx = buf.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                fh.truncate(keep)
+                return size - keep
+            pos = start
+        fh.truncate(0)
+        return size
+
+
+def append_line(fh: Any, record: Any) -> None:
+    """One whole line, flushed and fsynced: a kill leaves the record complete or absent."""
+    fh.write(_dump(record))
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 class AppendOnlyJsonl:
     """An append-only JSONL file that survives kills: each record is one ``write`` of a whole
     line followed by fsync, a torn tail left by a crash is cut off on open, and the ids already
@@ -126,38 +161,13 @@ class AppendOnlyJsonl:
         self.id_key = id_key
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired_bytes = self._cut_torn_tail()
+        self.repaired_bytes = cut_torn_tail(self.path)
         self.done_ids: set[str] = set()
         if self.path.exists():
             for _, obj in iter_json_lines(self.path):
                 if isinstance(obj, dict) and id_key in obj and (counts is None or counts(obj)):
                     self.done_ids.add(str(obj[id_key]))
         self._fh = self.path.open("a", encoding="utf-8")
-
-    def _cut_torn_tail(self) -> int:
-        """A line without its newline can only come from a write that was killed midway."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return 0
-        with self.path.open("rb+") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(size - 1)
-            if fh.read(1) == b"\n":
-                return 0
-            # Walk back to the last newline and truncate after it.
-            pos = size - 1
-            chunk = 4096
-            while pos > 0:
-                start = max(0, pos - chunk)
-                fh.seek(start)
-                buf = fh.read(pos - start)
-                idx = buf.rfind(b"\n")
-                if idx >= 0:
-                    keep = start + idx + 1
-                    fh.truncate(keep)
-                    return size - keep
-                pos = start
-            fh.truncate(0)
-            return size
 
     def append(self, record: dict[str, Any]) -> None:
         rid = str(record[self.id_key])

@@ -283,3 +283,57 @@ def test_batch_mode_gives_the_online_verdicts_and_progress_shows_without_a_termi
 
     assert verdicts(tmp_path / "batch") == verdicts(tmp_path / "online")
     assert figures(tmp_path / "batch")["validity"] == figures(tmp_path / "online")["validity"]
+
+
+def label(pid: str, who: str, preferred_side: str) -> dict:
+    from music_core.audit.labels import shown_order
+
+    order = shown_order(pid, who)
+    verdict = {order[0]: "first", order[1]: "second"}.get(preferred_side, preferred_side)
+    return {"pair_id": pid, "labeller": who, "shown_order": order, "verdict": verdict, "preferred": preferred_side,
+            "note": "", "time": "2026-12-01T00:00:00+00:00"}
+
+
+def test_agreement_of_human_labels_equals_the_hand_computed_figures():
+    from music_core.audit.agreement import human_agreement
+
+    labels = [label("p1", "ann", "chosen"), label("p1", "bob", "chosen"), label("p2", "ann", "tie"),
+              label("p2", "ann", "rejected"),  # a relabel supersedes the tie
+              label("p3", "ann", "tie"), label("p4", "ann", "invalid"), label("p5", "ann", "chosen"),
+              label("p5", "bob", "rejected")]
+    auditor = {"p1": "chosen", "p2": "chosen", "p3": "tie", "p4": "rejected", "p5": None}
+    rm = {"x": {"p1": "chosen", "p2": "rejected", "p3": "chosen", "p4": "chosen", "p5": "chosen"}}
+    h = human_agreement(labels, auditor, rm)
+    assert (h["labelled_pairs"], h["labellers"]) == (5, ["ann", "bob"])
+    pick = lambda c, k: (c[k]["agree"], c[k]["total"])  # noqa: E731
+    assert pick(h["vs_pair_label"], "with_ties") == (3, 7) and pick(h["vs_pair_label"], "without_ties") == (3, 5)
+    assert h["vs_pair_label"]["kappa"] is None  # the pair label never varies
+    assert pick(h["vs_auditor"], "with_ties") == (3, 5) and pick(h["vs_auditor"], "without_ties") == (2, 3)
+    assert h["vs_auditor"]["kappa"] == pytest.approx(0.375)
+    assert pick(h["vs_rm"]["x"], "with_ties") == (4, 7) and pick(h["vs_rm"]["x"], "without_ties") == (4, 5)
+    assert pick(h["human_vs_human"], "with_ties") == (1, 2) and pick(h["human_vs_human"], "without_ties") == (1, 2)
+    lo, hi = h["vs_auditor"]["kappa_ci95"]
+    assert lo <= 0.375 <= hi
+
+
+def test_a_labels_file_cut_by_a_kill_loses_only_its_last_line_and_the_audit_reports_agreement(tmp_path):
+    from music_core.audit.labels import LabelLog, read_labels
+
+    write_run(tmp_path)
+    labels = tmp_path / "synth" / "labels.jsonl"
+    labels.write_text("".join(json.dumps(label(p, "ann", "chosen")) + "\n" for p in ("p1", "p2", "p3"))
+                      + json.dumps(label("p4", "ann", "chosen"))[:40])  # torn by a kill mid-write
+    rows, warnings = read_labels(labels)
+    assert [r["pair_id"] for r in rows] == ["p1", "p2", "p3"] and "last line was cut" in warnings[0]
+    log = LabelLog(labels)  # cuts the torn tail, keeps the rest, appends after it
+    log.append("p4", "ann", "second", ["rejected", "chosen"])
+    assert [r["pair_id"] for r in read_labels(labels)[0]] == ["p1", "p2", "p3", "p4"]
+    assert read_labels(labels)[0][-1]["preferred"] == "chosen"
+    with openai_server(reply=scripted_auditor, seeded=True) as srv:
+        out = music("audit", *audit_args(tmp_path, srv.url + "/v1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    h = figures(tmp_path)["human"]
+    # p1, p2 valid (auditor: chosen); p3 a flip (tie); p4 invalid (rejected); humans said chosen throughout
+    assert (h["vs_auditor"]["with_ties"]["agree"], h["vs_auditor"]["with_ties"]["total"]) == (2, 4)
+    assert (h["vs_pair_label"]["with_ties"]["agree"], h["vs_pair_label"]["with_ties"]["total"]) == (4, 4)
+    assert "**Human labels**" in (tmp_path / "audit" / "report.md").read_text()

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 from ..jsonl import write_text_atomic
+from .human import human_section
+from .human import markdown as human_markdown
 from .stats import breakdown, rate, summary, tells_apart, turn_bucket
 
 RANK = {"invalid": 0, "flip": 1, "tie": 2, "unparsed": 3, "valid": 4}
@@ -112,6 +114,7 @@ def build(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
         "warnings": warnings(result, validity),
         "usage": result["usage"],
         "wire_calls_this_run": int(result["usage"].get("wire_calls", 0)),
+        "human": human_section(ctx, result),
     }
 
 
@@ -176,6 +179,8 @@ def markdown(r: dict[str, Any]) -> str:
                 lines.append(f"  - chosen: {_quote(w['chosen_answer'])}")
                 lines.append(f"  - rejected: {_quote(w['rejected_answer'])}")
         lines.append("")
+    if r.get("human"):
+        lines += human_markdown(r["human"])
     lines.append(f"Wire calls this run: {r['wire_calls_this_run']} (a rerun pays nothing twice: every answered call is cached).")
     return "\n".join(lines) + "\n"
 

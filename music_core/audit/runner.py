@@ -249,7 +249,7 @@ async def audit(ctx: Any) -> dict[str, Any]:
     records = settle(ctx.paths.audit_file("audit"), [p.id for p in pairs], h)
     known_records = settle(ctx.paths.audit_file("calibration"), [p.id for p in known], h)
     missing = len(pairs) - len(records) + len(known) - len(known_records)
-    return {"pairs": pairs, "where": where, "duplicates": duplicates, "records": records,
+    return {"pairs": pairs, "where": where, "files": pair_files(ctx)[0], "duplicates": duplicates, "records": records,
             "known_records": known_records, "known_where": known_where, "calibration_skipped": skipped,
             "auditor": auditor, "audit_hash": h, "missing": missing, "transient": dict(transient),
             "templates": {"judge": getattr(judge, "template_tags", None),

@@ -32,14 +32,19 @@ def synth(config_path, overrides, shard):
               help="audit this preference file instead of the run's synthesis output (audit.pairs)")
 @click.option("--known", "known_file", default=None, metavar="FILE",
               help="known-answer pairs (chosen known better) to calibrate the auditor on (audit.known_pairs)")
+@click.option("--labels", "labels_file", default=None, metavar="FILE",
+              help="human labels (labels.jsonl from `music inspect`): agreement with the pair label, auditor and RMs")
+@click.option("--rm", "rms", multiple=True, metavar="NAME=PATH", help="reward model for human vs RM agreement (repeatable)")
 @click.option("--dry-run", is_flag=True, help="print what the audit would judge, its calls and price; call nothing")
-def audit(config_path, overrides, pairs_file, known_file, dry_run):
+def audit(config_path, overrides, pairs_file, known_file, labels_file, rms, dry_run):
     """Judge every synthetic pair with the auditor (roles.auditor) in both orders, whole and turn by
     turn, calibrated on known pairs: is the rejected branch really worse? (resumable)"""
     from music_core import progress
 
     extra = [f"audit.pairs={pairs_file}"] if pairs_file else []
     extra += [f"audit.known_pairs={known_file}"] if known_file else []
+    extra += [f"audit.labels={labels_file}"] if labels_file else []
+    extra += [f"audit.reward_models.{r.split('=', 1)[0]}={r.split('=', 1)[1]}" for r in rms if "=" in r]
     ctx = context(config_path, overrides, extra)
     if dry_run:
         from music_core.audit.plan import describe, estimate

@@ -166,6 +166,9 @@ class AuditConfig:
                                     "audit.known_pairs, or of the mix's original data); 0: no calibration")
     known_pairs: str | None = _f(None, "a preference file whose chosen side is known better, for calibration "
                                        "(default: mix.original, as the mix reads it; with audit.pairs set: none)")
+    labels: str | None = _f(None, "human labels (labels.jsonl, written by `music inspect`) to measure agreement with "
+                                   "(default: labels.jsonl beside the pairs, when there is one)")
+    reward_models: dict[str, str] = _f({}, "name -> RM folder, for human vs RM agreement (default: the run's RMs)")
     unreadable_stop: int = _f(12, "stop the run when the auditor's first this many verdicts are all unreadable")
     concurrency: int = _f(32, "pairs audited at once (batch mode: all)")
     seed: int = _f(0, "seed of the samples")
