@@ -39,7 +39,7 @@ def conversations(n: int, seed: int) -> list[list[dict]]:
     out = []
     for _ in range(n):
         conv: list[dict] = []
-        for t in range(rng.randint(1, 6)):
+        for _ in range(rng.randint(1, 6)):
             conv += [{"role": "user", "content": text(20)}, {"role": "assistant", "content": text(60)}]
         out.append(conv)
     return out

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = CORE_PLUGINS + (
     "music_bon",
     "music_rewardbench",
     "music_human",
+    "music_inspect",
 )
 ENTRY_POINT_GROUP = "music"
 SELF_DISTRIBUTION = "music-rm"
