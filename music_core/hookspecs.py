@@ -203,6 +203,23 @@ def register_evaluators(register: Register) -> None:
 
 
 @hookspec
+def register_launchers(register: Register) -> None:
+    """Register sweep launchers: subclasses of :class:`music_core.contracts.Launcher` that start
+    each variant of ``music sweep`` as its own process (locally, on SLURM, ...).
+
+    Called once when plugins load. ``sweep.launcher`` (or ``music sweep --launcher``) selects one.
+
+    :param register: ``register(cls: type[Launcher], name: str | None = None)``
+
+    Example::
+
+        @hookimpl
+        def register_launchers(register):
+            register(MyClusterLauncher)  # name = "my-cluster"
+    """
+
+
+@hookspec
 def register_commands(register: Register) -> None:
     """Register top-level CLI commands: ``click.Command`` (or group) objects.
 

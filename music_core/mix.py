@@ -135,19 +135,23 @@ def run_mix(ctx: Any) -> dict[str, Any]:
     synthetic, dup_syn = drop(synthetic)
     original, dup_orig = drop(original)
     rng = random.Random(cfg.seed)
+    # The original data draws from its own generator: the baseline's data must not depend on how
+    # many synthetic pairs there are, so that runs (and sweep variants) that differ only in
+    # synthesis share one baseline RM.
+    orig_rng = random.Random(f"{cfg.seed}:original")
     n_syn, n_orig = counts(len(synthetic), len(original), cfg)
     synthetic = rng.sample(synthetic, n_syn) if n_syn < len(synthetic) else synthetic
-    original = rng.sample(original, n_orig) if n_orig < len(original) else original
+    original = orig_rng.sample(original, n_orig) if n_orig < len(original) else original
     syn_train, syn_eval = split(synthetic, cfg.eval_fraction, cfg.seed)
     orig_train, orig_eval = split(original, cfg.eval_fraction, cfg.seed)
     if cfg.synthetic_ratio is not None:  # the ratio is what the reward model trains on
         k_syn, k_orig = ratio_counts(len(syn_train), len(orig_train), cfg.synthetic_ratio)
         syn_train = rng.sample(syn_train, k_syn) if k_syn < len(syn_train) else syn_train
-        orig_train = rng.sample(orig_train, k_orig) if k_orig < len(orig_train) else orig_train
+        orig_train = orig_rng.sample(orig_train, k_orig) if k_orig < len(orig_train) else orig_train
     train, held = syn_train + orig_train, syn_eval + orig_eval
     train, dup_cross = drop(train)
     rng.shuffle(train)
-    rng.shuffle(orig_train)
+    orig_rng.shuffle(orig_train)
     held.sort(key=lambda p: (p.source, p.id))
     paths = ctx.paths
     for name, rows in zip(MIX_FILES, (train, held, orig_train)):

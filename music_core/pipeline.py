@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ import click
 from . import progress
 from .jsonl import write_text_atomic
 from .stages import STAGES, stage_hashes
+from .sweep.shared import shared_step, step_dir
 
 
 def _done(ctx: Any, step: str, h: str) -> bool:
@@ -25,6 +27,31 @@ def _done(ctx: Any, step: str, h: str) -> bool:
 def _mark(ctx: Any, step: str, h: str, summary: dict[str, Any], seconds: float) -> None:
     write_text_atomic(ctx.paths.stage_marker(step),
                       json.dumps({"hash": h, "seconds": round(seconds, 1), "summary": summary}, indent=2, default=str) + "\n")
+
+
+def _run_step(ctx: Any, stage: Any, step: str, h: str) -> float:
+    """Make one step (or, in a sweep, link the one another variant made with the same inputs)."""
+    local = step_dir(ctx, step) if ctx.config.run.shared_dir else None
+    if local is None:
+        return _make(ctx, stage, step, h)
+    with shared_step(Path(ctx.config.run.shared_dir), step, h, local) as claim:
+        if claim.made is not None:
+            _mark(ctx, step, h, claim.made.get("summary") or {}, 0.0)
+            progress.log(f"[{step}] made by another run of the sweep with the same inputs; linked")
+            return 0.0
+        seconds = _make(ctx, stage, step, h)
+        claim.finish(json.loads(ctx.paths.stage_marker(step).read_text()))
+        return seconds
+
+
+def _make(ctx: Any, stage: Any, step: str, h: str) -> float:
+    progress.log(f"[{step}] running")
+    t0 = time.perf_counter()
+    summary = stage.run(ctx, step)
+    seconds = time.perf_counter() - t0
+    _mark(ctx, step, h, summary or {}, seconds)
+    progress.log(f"[{step}] finished in {seconds:.0f} s")
+    return seconds
 
 
 def run_pipeline(ctx: Any) -> dict[str, Any]:
@@ -44,12 +71,7 @@ def run_pipeline(ctx: Any) -> dict[str, Any]:
             if _done(ctx, step, hashes[step]):
                 progress.log(f"[{step}] done earlier with the same inputs; skipping")
                 continue
-            progress.log(f"[{step}] running")
-            t0 = time.perf_counter()
-            summary = stage.run(ctx, step)
-            timings[step] = time.perf_counter() - t0
-            _mark(ctx, step, hashes[step], summary or {}, timings[step])
-            progress.log(f"[{step}] finished in {timings[step]:.0f} s")
+            timings[step] = _run_step(ctx, stage, step, hashes[step])
     progress.stop()
     from .report import write_report
 

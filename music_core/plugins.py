@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = CORE_PLUGINS + (
     "music_rewardbench",
     "music_human",
     "music_inspect",
+    "music_launchers",
 )
 ENTRY_POINT_GROUP = "music"
 SELF_DISTRIBUTION = "music-rm"

@@ -48,6 +48,7 @@ KINDS: dict[str, Kind] = {k.key: k for k in (
     Kind("judge", "register_judges", "judge", _subclass_of(c.Judge), "a Judge subclass"),
     Kind("evaluator", "register_evaluators", "evaluator", _subclass_of(c.Evaluator), "an Evaluator subclass"),
     Kind("model_alias", "register_model_aliases", "model alias", _subclass_of(c.ModelAlias), "a ModelAlias subclass"),
+    Kind("launcher", "register_launchers", "launcher", _subclass_of(c.Launcher), "a Launcher subclass"),
     Kind("command", "register_commands", "command", _is_click_command, "a click.Command"),
 )}
 

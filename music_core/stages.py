@@ -144,6 +144,19 @@ def validity_line(ctx: Any) -> str | None:
             f"({known}).")
 
 
+# Train keys that change what is logged, never what is trained.
+TRACKING_KEYS = ("log_every", "trackers", "run_name", "tracker_project", "tracker_group")
+
+
+def original_data_hash(ctx: Any, upstream: dict[str, str]) -> str:
+    """What the baseline's data (``original_train``) depends on: the original source and the
+    split, but not the synthetic pairs, unless a ratio ties its size to theirs."""
+    m = ctx.config.mix
+    tied = m.synthetic_ratio is not None
+    return content_hash("mix-original", plain(m.original), m.original_count, m.eval_fraction, m.dedupe, m.seed,
+                        m.synthetic_ratio, upstream.get("mix") if tied else None)
+
+
 class MixStage(Stage):
     name, report_key = "mix", "mix"
 
@@ -182,8 +195,10 @@ class TrainStage(Stage):
         return [f"train-{rm}" for rm in RUN_RMS]
 
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
-        train = {k: v for k, v in plain(ctx.config.train).items() if k not in ("log_every", "trackers")}
-        return content_hash("train", step.removeprefix("train-"), upstream["mix"], train)
+        train = {k: v for k, v in plain(ctx.config.train).items() if k not in TRACKING_KEYS}
+        rm = step.removeprefix("train-")
+        data = original_data_hash(ctx, upstream) if rm == "baseline" else upstream["mix"]
+        return content_hash("train", rm, data, train)
 
     def plan(self, ctx: Any) -> str:
         from .plan import describe_trainer

@@ -7,10 +7,10 @@ from __future__ import annotations
 from music_core import hookimpl
 
 from .batches import batches_group
-from .stage_commands import audit, eval_group, mix, run, synth, train
+from .stage_commands import audit, eval_group, mix, run, sweep, synth, train
 
 
 @hookimpl
 def register_commands(register):
-    for command in (synth, audit, mix, train, eval_group, run, batches_group):
+    for command in (synth, audit, mix, train, eval_group, run, sweep, batches_group):
         register(command)

@@ -140,3 +140,19 @@ def run(config_path, overrides, dry_run):
 
     ctx = context(config_path, overrides, ["run.dry_run=true"] if dry_run else None)
     run_pipeline(ctx)
+
+
+@click.command()
+@config_options
+@click.option("--reference", default=None, metavar="VARIANT", help="the variant the others are compared with")
+@click.option("--launcher", default=None, help="registered launcher (sweep.launcher): local, submitit")
+@click.option("--jobs", default=None, type=int, help="variants at once (sweep.jobs)")
+@click.option("--name", default=None, help="the sweep's name (sweep.name): runs/<name>")
+@click.option("--dry-run", is_flag=True, help="list every variant, what it shares, its calls and price; call nothing")
+def sweep(config_path, overrides, reference, launcher, jobs, name, dry_run):
+    """Variants of `music run` from Hydra-style overrides (key=a,b,c; the product of all swept keys)
+    or the config's sweep: section; steps with the same inputs made once; one comparison table."""
+    from music_core.sweep.runner import run_sweep
+
+    run_sweep(config_path, tuple(overrides), reference=reference, dry_run=dry_run, launcher=launcher, jobs=jobs,
+              name=name)

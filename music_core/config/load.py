@@ -272,6 +272,7 @@ def check_semantics(cfg: MusicConfig) -> None:
     need(a.unreadable_stop >= 1, "audit.unreadable_stop", "must be at least 1")
     need(a.concurrency >= 1, "audit.concurrency", "must be at least 1")
     need(cfg.eval.contamination.ngram >= 4, "eval.contamination.ngram", "must be at least 4 (shorter n-grams match by chance)")
+    need(cfg.sweep.jobs >= 1, "sweep.jobs", "must be at least 1")
     p = cfg.mix.audit.min_p
     need(p is None or 0.0 <= p <= 1.0, "mix.audit.min_p", "must be in [0, 1]")
 

@@ -102,6 +102,8 @@ class RunConfig:
     progress_interval_s: float = _f(30.0, "seconds between progress lines when the output is not a terminal")
     stages: list[str] = _f(["synth", "audit", "mix", "train", "eval"], "stages `music run` executes, in order")
     dry_run: bool = _f(False, "print the plan and estimates; call nothing")
+    shared_dir: str | None = _f(None, "a folder of steps shared between runs (`music sweep` sets it): a step whose "
+                                      "inputs hash is already made there is linked, not made again")
 
 
 @dataclass
@@ -231,6 +233,22 @@ class EvalConfig:
     output_dir: str | None = _f(None, "default: <output_dir>/eval")
 
 
+@dataclass
+class SweepConfig:
+    """``music sweep``: variants of the run, each a whole ``music run``."""
+
+    name: str | None = _f(None, "the sweep's name: its folder and the trackers' group (default: from the swept keys)")
+    grid: dict[str, list[Any]] = _f({}, "key -> values: every combination is a variant (with the command line's "
+                                        "key=a,b overrides)")
+    variants: list[dict[str, Any]] = _f([], "an explicit list of variants, each a mapping of keys to values "
+                                            "(combined with the grid, if any)")
+    reference: str | None = _f(None, "the variant the others are compared with (default: the first)")
+    launcher: str = _f("local", "registered launcher: local, submitit")
+    launcher_options: dict[str, Any] = component_options("launcher", "launcher", "options of the launcher")
+    jobs: int = _f(1, "variants running at once (local launcher)")
+    output_dir: str | None = _f(None, "default: runs/<name>")
+
+
 def _default_models() -> dict[str, EndpointConfig]:
     # No provider options here: the local provider's own defaults (LocalOptions) hold them, so an
     # override that points this endpoint at another provider is checked only for what it sets.
@@ -250,6 +268,7 @@ class MusicConfig:
     mix: MixConfig = field(default_factory=MixConfig, metadata={"help": "mixing with the original data"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "reward-model training"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "music sweep: variants of the run"})
 
 
 def describe_keys(cfg: Any, obj: Any = None, prefix: str = "",

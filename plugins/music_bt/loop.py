@@ -120,7 +120,8 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
         net, optimizer = acc.prepare(net, optimizer)
     acc.register_for_checkpointing(scheduler)
     if trackers:
-        acc.init_trackers("music-rm", config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))})
+        acc.init_trackers(cfg.tracker_project, config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))},
+                          init_kwargs=tracker_kwargs(cfg, trackers, out_dir))
     batcher = Batcher(train, cfg, pack, pad_id)
     log_path = out_dir / "train_log.jsonl"
     start, recent = checkpoint.resume(acc, out_dir, log_path, fingerprint)  # recent: the unlogged window
@@ -189,7 +190,8 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
         mean_r = sum(rewards_seen) / max(1, len(rewards_seen))
         std_r = (sum((x - mean_r) ** 2 for x in rewards_seen) / max(1, len(rewards_seen))) ** 0.5
         rec = {"step": step + 1, "loss": sums["loss"] / n, "accuracy": sums["correct"] / n, "margin": sums["margin"] / n,
-               "reward_mean": mean_r, "reward_std": std_r, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "reward_mean": mean_r, "reward_std": std_r, "reward_min": min(rewards_seen, default=0.0),
+               "reward_max": max(rewards_seen, default=0.0), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                "num_tokens": sums["real"], "tokens_per_s": sums["real"] / dt if dt else 0.0,
                "padding_waste": 1 - sums["real"] / max(1, sums["computed"])}
         recent.append(rec)
@@ -200,7 +202,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             if acc.is_main_process:
                 _append(log_path, agg)
             if trackers:
-                acc.log({f"train/{k}": v for k, v in agg.items() if k != "step"}, step=step + 1)
+                acc.log(trl_names(agg), step=step + 1)
             progress.log(f"step {step + 1}/{steps}  loss {agg['loss']:.4f}  acc {agg['accuracy']:.3f}  "
                          f"margin {agg['margin']:.3f}  {agg['tokens_per_s']:.0f} tok/s")
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
@@ -219,7 +221,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     last_train = _read_last(log_path)
     metrics.update({f"final_{k}": v for k, v in last_train.items() if k in ("loss", "accuracy", "margin")})
     if trackers:
-        acc.log({f"eval/{k}": v for k, v in final_eval.items()}, step=steps)
+        acc.log(trl_names(final_eval), step=steps)  # already eval_loss, eval_accuracy, ... as TRL names them
         acc.end_training()
     acc.wait_for_everyone()
     # Sharded strategies hold no full weights anywhere: every rank takes part in the gather.
@@ -277,6 +279,28 @@ def _read_last(path: Path) -> dict[str, Any]:
             if "loss" in rec:
                 last = rec
     return last
+
+
+# Our record's keys under the names TRL's RewardTrainer logs, so dashboards line up with TRL runs.
+TRL_NAMES = {"loss": "loss", "accuracy": "accuracy", "margin": "margin", "reward_min": "min_reward",
+             "reward_mean": "mean_reward", "reward_max": "max_reward", "num_tokens": "num_tokens", "lr": "learning_rate",
+             "grad_norm": "grad_norm", "reward_std": "std_reward", "tokens_per_s": "tokens_per_second"}
+
+
+def trl_names(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    return {prefix + TRL_NAMES.get(k, k): float(v) for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def tracker_kwargs(cfg: Any, trackers: list[str], out_dir: Any) -> dict[str, dict[str, Any]]:
+    """The run's name and group, as each tracker takes them."""
+    name, group = cfg.run_name, cfg.tracker_group
+    out: dict[str, dict[str, Any]] = {}
+    if "wandb" in trackers:
+        out["wandb"] = {k: v for k, v in (("name", name), ("group", group)) if v}
+    if "trackio" in trackers:
+        out["trackio"] = {k: v for k, v in (("name", name), ("group", group)) if v}
+    return out
 
 
 def _tracker_available(name: str) -> bool:

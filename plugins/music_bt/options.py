@@ -67,7 +67,11 @@ class BradleyTerryConfig(TrainConfig):
                                "the same config and data, and starts fresh (saying what changed) otherwise")
     log_every: int = _f(5, "steps between metric logs")
     eval_every: int = _f(0, "steps between held-out evaluations (0: at the end)")
-    trackers: list[str] = _f([], "accelerate trackers: tensorboard, wandb")
+    trackers: list[str] = _f([], "accelerate trackers: tensorboard, wandb, trackio (TRL's recommended one, local by "
+                                 "default; `pip install 'music-rm[trackers]'`); metrics under TRL's names")
+    run_name: str | None = _f(None, "the tracked run's name (`music sweep` sets it from the variant's overrides)")
+    tracker_project: str = _f("music-rm", "the trackers' project")
+    tracker_group: str | None = _f(None, "the trackers' group (`music sweep` sets it to the sweep)")
     seed: int = _f(0, "seed, set before the head is created")
 
 

@@ -20,7 +20,8 @@ from music_core.jsonl import read_records, write_text_atomic
 from .options import BradleyTerryConfig as TrainConfig
 
 # Settings that do not change what training computes: a checkpoint survives changes to these.
-NOT_IN_FINGERPRINT = ("log_every", "trackers", "save_every", "eval_every", "output_dir", "eval_data", "train_data")
+NOT_IN_FINGERPRINT = ("log_every", "trackers", "run_name", "tracker_project", "tracker_group", "save_every",
+                      "eval_every", "output_dir", "eval_data", "train_data")
 
 
 # Held-out pairs whose conversations are scored twice at export, by the trainer and by the saved

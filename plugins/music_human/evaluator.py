@@ -104,6 +104,7 @@ class HumanPreferenceEvaluator(Evaluator):
         multi = [k for k, i in enumerate(decided) if items[i].user_turns >= 2]
         results["paired_multi_turn"] = paired_table({n: [h[k] for k in multi] for n, h in hits.items()},
                                                     cfg.bootstrap, cfg.seed)
+        results["item_hits"] = {name: {items[i].id: h[k] for k, i in enumerate(decided)} for name, h in hits.items()}
         results.update(self.extra(items, diffs))
         results["headline"] = headline(self.name, results)
         return EvalReport(self.name, results, self.markdown(results))

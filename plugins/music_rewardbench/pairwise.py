@@ -68,6 +68,8 @@ class PairwiseAccuracy(Evaluator):
                 **{g: {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(d.items())} for g, d in groups.items()},
             }
         results["paired"] = paired_table(all_hits)
+        # per item, so that a sweep can pair two runs' RMs on the items they share
+        results["item_hits"] = {name: dict(zip((p.id for p in pairs), h)) for name, h in all_hits.items()}
         return EvalReport(self.name, results, to_markdown(results))
 
 
