@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = CORE_PLUGINS + (
     "music_human",
     "music_inspect",
     "music_launchers",
+    "music_serve",
 )
 ENTRY_POINT_GROUP = "music"
 SELF_DISTRIBUTION = "music-rm"

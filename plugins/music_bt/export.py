@@ -150,6 +150,9 @@ def _classifier_config(backbone_config: Any, pad_id: int) -> Any:
     cfg.num_labels = 1
     cfg.pad_token_id = pad_id
     cfg.architectures = None
+    # vLLM's pooling runner applies a sigmoid to one-label classifiers unless the config says the
+    # output is a regression: then /classify and /score return the raw reward, as training made it
+    cfg.problem_type = "regression"
     return cfg
 
 
@@ -186,7 +189,7 @@ def _save_remote(net: Any, spec: ExportSpec, stage: Path, stats: dict[str, float
     from transformers import AutoConfig, PretrainedConfig
 
     backbone_cfg = net.backbone.config.to_dict()
-    cfg = PretrainedConfig.from_dict({"num_labels": 1, "pad_token_id": spec.pad_id, **stats})
+    cfg = PretrainedConfig.from_dict({"num_labels": 1, "pad_token_id": spec.pad_id, "problem_type": "regression", **stats})
     body = {**cfg.to_dict(), "model_type": "music_reward_model", "architectures": ["MusicRewardModel"],
             "auto_map": {"AutoConfig": "modeling_music_rm.MusicRewardConfig",
                          "AutoModelForSequenceClassification": "modeling_music_rm.MusicRewardModel"},
