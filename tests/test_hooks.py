@@ -267,6 +267,30 @@ def test_hook_register_evaluators(tmp_path, plugins):
         assert json.loads((tmp_path / "eval" / "polite-test" / "results.json").read_text())["rms"] == ["a"]
 
 
+def test_hook_register_launchers(plugins, tmp_path):
+    from music_core.contracts import Launcher, VariantJob
+
+    started: list[str] = []
+
+    class Recording(Launcher):
+        name = "recording-test"
+
+        def launch(self, jobs, parallel):
+            started.extend(j.name for j in jobs)
+            return [0] * len(jobs)
+
+    class P:
+        @hookimpl
+        def register_launchers(self, register):
+            register(Recording)
+
+    with temporary_plugin(P(), "recording"):
+        launcher = plugins.registry.create("launcher", "recording-test", {}, None)
+        job = VariantJob("v", ["true"], str(tmp_path), {}, str(tmp_path / "log"))
+        assert launcher.launch([job], 1) == [0] and started == ["v"]
+        assert "recording-test" in plugins.registry.names("launcher")
+
+
 def test_hook_register_commands(plugins):
     @click.command("count-test")
     def count():
