@@ -31,6 +31,7 @@ from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_jsonl_atomic
 from ..judging import JudgedPair, judge_both_orders
 from ..llm.errors import LLMError
 from ..synth.rollout import is_transient
+from ..tasks import cancel_all, until_first_failure
 from .verdicts import classify, contrasted_turns, last_text, p_chosen, preferred
 
 QUOTE_CHARS = 300
@@ -232,17 +233,11 @@ async def audit(ctx: Any) -> dict[str, Any]:
 
     tasks = [asyncio.ensure_future(one(k, p)) for k, p in jobs]
     try:
-        if tasks:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in tasks:
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+        await until_first_failure(tasks)
         if held and not watch.readable:
             raise watch.error()
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         out.close()
         cal.close()
         task.close()

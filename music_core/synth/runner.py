@@ -38,6 +38,7 @@ from ..errors import ConfigError, MusicError, RecordError
 from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_lines_atomic, write_text_atomic
 from ..llm.errors import EndpointFatalError, LLMError
 from ..paths import side_file
+from ..tasks import cancel_all, until_first_failure
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
 
@@ -241,15 +242,9 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
 
     tasks = [asyncio.ensure_future(one(i, s, p)) for i, (s, p) in enumerate(todo)]
     try:
-        if tasks:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in tasks:
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+        await until_first_failure(tasks)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         for index in sorted(finished):  # whatever finished after a gap is kept, not redone
             record(index, finished.pop(index))
         writer.close()
