@@ -75,9 +75,7 @@ class LabelLog:
         self.warnings = read_labels(self.path)[1]
         cut_torn_tail(self.path)
         self._lock = threading.Lock()
-        self._done: dict[str, set[str]] = {}
-        for (pid, who) in latest(read_labels(self.path)[0]):
-            self._done.setdefault(who, set()).add(pid)
+        self._latest = latest(read_labels(self.path)[0])  # (pair, labeller) -> that labeller's last label
 
     def append(self, pair_id: str, labeller: str, verdict: str, order: list[str], note: str = "",
                seed: int = 0) -> dict[str, Any]:
@@ -86,8 +84,11 @@ class LabelLog:
                   "time": datetime.now(UTC).isoformat(timespec="seconds")}
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             append_line(fh, record)
-            self._done.setdefault(labeller, set()).add(pair_id)
+            self._latest[(pair_id, labeller)] = record
         return record
 
     def labelled_by(self, labeller: str) -> set[str]:
-        return set(self._done.get(labeller, set()))
+        return {pid for (pid, who) in list(self._latest) if who == labeller}
+
+    def previous(self, pair_id: str, labeller: str) -> dict[str, Any] | None:
+        return self._latest.get((pair_id, labeller))

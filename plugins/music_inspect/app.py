@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from music_core.audit.labels import VERDICTS, LabelLog, latest, read_labels, shown_order
+from music_core.audit.labels import VERDICTS, LabelLog, shown_order
 from music_core.errors import RecordError
 
 from . import view
@@ -103,7 +103,7 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
             who = q.get("labeller", "").strip()
             if not who:
                 return error(422, "labeller: a name is required in label mode")
-            previous = latest(read_labels(labels.path)[0]).get((p.id, who))
+            previous = labels.previous(p.id, who)  # kept in memory: no re-read of the file per request
             return JSONResponse(view.blind(i, store.count, p, shown_order(p.id, who, seed),
                                            previous["verdict"] if previous else None))
         return JSONResponse(view.browse(i, store.count, p, store.audit.get(p.id), rewards.pair(p)))
