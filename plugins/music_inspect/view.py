@@ -4,6 +4,7 @@ fallback, the audit's verdicts and each RM's rewards (after each turn too)."""
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from typing import Any
 
 from music_core.data import PreferencePair, common_prefix_length
@@ -55,9 +56,6 @@ def blind(i: int, total: int, pair: PreferencePair, order: list[str], previous: 
     diverge = common_prefix_length(first, second)
     rows = [{"i": k, "role": (a or b)["role"], "first": a and a["content"], "second": b and b["content"],
              "same": a == b}
-            for k, (a, b) in enumerate(zip_longest(first, second))]
+            for k, (a, b) in enumerate(zip_longest(first, second))]  # missing turns of a shorter side: None
     return {"index": i, "total": total, "pair_id": pair.id, "diverge_at": diverge, "rows": rows, "previous": previous}
 
-
-def zip_longest(a: list[Any], b: list[Any]) -> list[tuple[Any, Any]]:
-    return [(a[k] if k < len(a) else None, b[k] if k < len(b) else None) for k in range(max(len(a), len(b)))]

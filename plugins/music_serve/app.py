@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -172,8 +173,6 @@ def build_app(services: dict[str, RewardService], metrics: Metrics, limits: Limi
         if not isinstance(activation, bool):
             raise Invalid(422, "use_activation", "must be true or false")
         scores = await svc.score(encoded)
-        import math
-
         values = [1 / (1 + math.exp(-s)) if activation else s for s in scores]  # vLLM: a sigmoid unless told not to
         tokens = sum(len(e.ids) for e in encoded)
         metrics.sequences.inc(svc.name, by=len(encoded))
