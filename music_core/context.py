@@ -54,6 +54,14 @@ class RunContext:
 
         return resolve_prompt_profile(self.config)[0]
 
+    # ---- data -----------------------------------------------------------------------------------
+    def reading(self, label: str, *, check: bool = True) -> Any:
+        """A reading scope under this run's record rule (``records.*``): readers inside count what
+        they skip (:mod:`music_core.records`)."""
+        from .records import RecordPolicy, reading
+
+        return reading(label, RecordPolicy.of(self.config), check=check)
+
     # ---- LLMs ----------------------------------------------------------------------------------
     @property
     def llm(self) -> LLMPool:

@@ -11,13 +11,23 @@ Formats:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from .data import Conversation, Message, PreferencePair, content_hash, conversation_errors
+from . import records
+from .data import (
+    Conversation,
+    Message,
+    PreferencePair,
+    content_hash,
+    conversation_problems,
+    merge_same_role,
+)
 from .errors import MusicError, RecordError
 from .jsonl import iter_json_lines, read_text_utf8
+from .records import UnusableRecord
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
@@ -153,33 +163,65 @@ def _iter_hub(hub_id: str, split: str, name: str | None = None) -> Iterator[tupl
         yield f"{hub_id}[{split}][{i}]", None, row
 
 
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+
+
 def _is_transcript(raw: Any) -> bool:
     """An Anthropic HH side: one string with Human:/Assistant: turns."""
     return isinstance(raw, str) and "Human:" in raw and "Assistant:" in raw
 
 
-def _clean_messages(raw: Any) -> list[Message]:
-    if _is_transcript(raw):
-        raise ValueError("a transcript string, as Anthropic HH writes them: read it with the hh-rlhf source")
-    if not isinstance(raw, list):
-        raise ValueError("messages must be a list")
-    out: list[Message] = []
-    for m in raw:
-        if not isinstance(m, dict):
-            raise ValueError("a message is not an object")
-        role = m.get("role", m.get("from"))
-        role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
-        content = m.get("content", m.get("value"))
-        text = text_of_parts(content)  # the multimodal layout; anything else is left for the checks to name
-        out.append(cast(Message, {"role": role, "content": content if text is None else text}))
+def parse_transcript(text: str) -> list[Message]:
+    """An Anthropic HH transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``) as messages.
+    Empty turns stay (the checks decide what they mean); doubled turns are merged and counted."""
+    if not isinstance(text, str) or "Human:" not in text:
+        raise UnusableRecord("invalid", "not an HH transcript (no 'Human:' turn)")
+    parts = _HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text.lstrip("\n"))
+    msgs = [cast(Message, {"role": "user" if who == "Human" else "assistant", "content": body.strip()})
+            for who, body in zip(parts[1::2], parts[2::2])]
+    return _merged(msgs)
+
+
+def _merged(msgs: list[Message]) -> list[Message]:
+    out, merges = merge_same_role(msgs)
+    records.note_merged(merges)
     return out
 
 
-def text_of_parts(content: Any) -> str | None:
+def _clean_messages(raw: Any) -> list[Message]:
+    if _is_transcript(raw):
+        return parse_transcript(raw)
+    if not isinstance(raw, list):
+        raise UnusableRecord("invalid", "messages must be a list")
+    out: list[Message] = []
+    for m in raw:
+        if not isinstance(m, dict):
+            raise UnusableRecord("invalid", "a message is not an object")
+        role = m.get("role", m.get("from"))
+        role = SHAREGPT_ROLES.get(role.lower(), role) if isinstance(role, str) else role
+        content = m.get("content", m.get("value"))
+        if isinstance(content, list):
+            text = text_of_parts(content, text_only=True)
+            if text is None:
+                raise UnusableRecord("non_text_part", f"a {role} message has a non-text content part "
+                                                      f"({_part_types(content)})")
+            content = text
+        out.append(cast(Message, {"role": role, "content": content}))
+    return _merged(out)
+
+
+def _part_types(content: list[Any]) -> str:
+    return ", ".join(sorted({str(p.get("type", "?")) if isinstance(p, dict) else type(p).__name__ for p in content}))
+
+
+def text_of_parts(content: Any, *, text_only: bool = False) -> str | None:
     """The text of a message's content given as a list of parts (``[{"type": "text", "text": ...}]``,
     the multimodal chat layout of datasets and of some servers' answers): its text parts joined;
-    None when it is not such a list or holds no text part."""
+    None when it is not such a list or holds no text part. ``text_only``: None as well when a
+    part is not text (an image in a dataset is something the reward model would not see)."""
     if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+        return None
+    if text_only and any(p.get("type", "text") != "text" for p in content):
         return None
     texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
     return "".join(texts) if texts and all(isinstance(t, str) for t in texts) else None
@@ -195,17 +237,25 @@ def _side(raw: Any, prompt: list[Message]) -> list[Message]:
     return side if side[: len(prompt)] == prompt else prompt + side
 
 
+def _checked(pair: PreferencePair) -> PreferencePair:
+    problems = pair.problems(allow_empty_answers=True)  # an empty answer people judged is data
+    if problems:
+        raise UnusableRecord(problems[0][0], "; ".join(text for _, text in problems))
+    return pair
+
+
 def pair_from_record(record: Any, fmt: str = "auto", source: str = "original") -> PreferencePair:
-    """Normalise one record of a known preference format; ValueError names what is wrong."""
+    """Normalise one record of a known preference format (Anthropic HH transcripts included);
+    raises :class:`UnusableRecord` (a ValueError) naming the reason."""
     if not isinstance(record, dict):
-        raise ValueError("record is not a JSON object")
+        raise UnusableRecord("invalid", "record is not a JSON object")
     if fmt == "auto":
         fmt = "sharegpt" if "conversations" in record else "trl"
     if fmt == "music":
         return PreferencePair.from_dict(record)
     if fmt in ("skywork", "trl"):
-        if "chosen" not in record or "rejected" not in record:
-            raise ValueError("missing 'chosen' or 'rejected'")
+        if record.get("chosen") is None or record.get("rejected") is None:
+            raise UnusableRecord("missing_field", "missing 'chosen' or 'rejected'")
         prompt: list[Message] = []
         if record.get("prompt"):  # TRL's explicit prompt
             raw = record["prompt"]
@@ -213,32 +263,28 @@ def pair_from_record(record: Any, fmt: str = "auto", source: str = "original") -
         chosen, rejected = _side(record["chosen"], prompt), _side(record["rejected"], prompt)
     elif fmt == "sharegpt":
         turns = [_sharegpt_message(t) for t in record.get("conversations") or []]
-        if "chosen" not in record or "rejected" not in record:
-            raise ValueError("ShareGPT pair needs 'chosen' and 'rejected' final answers")
-        chosen = turns + [_sharegpt_message(record["chosen"], default_role="assistant")]
-        rejected = turns + [_sharegpt_message(record["rejected"], default_role="assistant")]
+        if record.get("chosen") is None or record.get("rejected") is None:
+            raise UnusableRecord("missing_field", "ShareGPT pair needs 'chosen' and 'rejected' final answers")
+        chosen = _merged(turns + [_sharegpt_message(record["chosen"], default_role="assistant")])
+        rejected = _merged(turns + [_sharegpt_message(record["rejected"], default_role="assistant")])
     else:
         raise ValueError(f"unknown preference format {fmt!r} (known: auto, music, skywork, trl, sharegpt)")
     meta = dict(record.get("meta") or {})
-    pair = PreferencePair(
+    return _checked(PreferencePair(
         id=str(record.get("id") or content_hash(chosen, rejected)),
         chosen=chosen, rejected=rejected,
         source=str(record.get("source") or source), meta=meta,
-    )
-    errs = pair.errors()
-    if errs:
-        raise ValueError("; ".join(errs))
-    return pair
+    ))
 
 
 def _sharegpt_message(turn: Any, default_role: str | None = None) -> Message:
     if isinstance(turn, str) and default_role:
         return {"role": default_role, "content": turn}  # type: ignore[typeddict-item]
     if not isinstance(turn, dict):
-        raise ValueError("a ShareGPT turn is not an object")
+        raise UnusableRecord("invalid", "a ShareGPT turn is not an object")
     who = str(turn.get("from", turn.get("role", default_role or ""))).lower()
     if who not in SHAREGPT_ROLES:
-        raise ValueError(f"unknown ShareGPT speaker {who!r}")
+        raise UnusableRecord("invalid", f"unknown ShareGPT speaker {who!r}")
     return {"role": SHAREGPT_ROLES[who], "content": turn.get("value", turn.get("content"))}  # type: ignore[typeddict-item]
 
 
@@ -246,46 +292,66 @@ def conversation_from_record(record: Any, fmt: str = "auto", source: str = "seed
     """A conversation from a seed record: plain messages, ShareGPT, or a preference pair (its
     chosen side, which is what the paper's seeds are cut from)."""
     if not isinstance(record, dict):
-        raise ValueError("record is not a JSON object")
+        raise UnusableRecord("invalid", "record is not a JSON object")
     if fmt == "auto":
         fmt = ("messages" if "messages" in record else "sharegpt" if "conversations" in record
                else "skywork" if "chosen" in record else "")
         if not fmt:
-            raise ValueError("cannot tell the format: expected 'messages', 'conversations' or 'chosen'")
+            raise UnusableRecord("missing_field", "cannot tell the format: expected 'messages', 'conversations' or 'chosen'")
     if fmt == "messages":
         messages = _clean_messages(record.get("messages"))
     elif fmt == "sharegpt":
-        messages = [_sharegpt_message(t) for t in record.get("conversations") or []]
+        messages = _merged([_sharegpt_message(t) for t in record.get("conversations") or []])
     elif fmt in ("skywork", "trl", "music"):
         messages = pair_from_record(record, "trl").chosen
     else:
         raise ValueError(f"unknown conversation format {fmt!r} (known: auto, messages, sharegpt, skywork, trl)")
-    errs = conversation_errors(messages)
-    if errs:
-        raise ValueError("; ".join(errs))
+    problems = conversation_problems(messages, allow_empty_answers=True)
+    if problems:
+        raise UnusableRecord(problems[0][0], "; ".join(text for _, text in problems))
     return Conversation(id=str(record.get("id") or content_hash(messages)), messages=messages,
                         source=str(record.get("source") or source), meta=dict(record.get("meta") or {}))
 
 
+T = TypeVar("T")
+
+
+def read_each(path_or_id: str, parse: Callable[[Any], T | None], split: str = "train", name: str | None = None,
+              label: str = "") -> list[T]:
+    """Every record of a file, folder or hub dataset through ``parse``, under the record rule
+    (:mod:`music_core.records`): a record ``parse`` rejects (ValueError) is skipped and counted in
+    the enclosing reading scope, ``None`` leaves one out silently on purpose; a file problem, or a
+    first record that lacks a required field, is an error naming the file."""
+    out: list[T] = []
+    with records.tally_for(label or path_or_id) as tally:
+        first_of_file: set[str] = set()
+        for where, line, rec in iter_raw_records(path_or_id, split, name):
+            tally.saw(where)
+            file = where.split("[", 1)[0]
+            first = file not in first_of_file
+            first_of_file.add(file)
+            try:
+                item = parse(rec)
+            except ValueError as exc:
+                if first and records.reason_of(exc) == "missing_field":
+                    raise RecordError(where, line, f"{exc}: a required column is missing from the file's first "
+                                                   f"record (is this the right format?)") from None
+                tally.skip(where, line, exc, rec)
+                continue
+            if item is not None:
+                tally.kept += 1
+                out.append(item)
+        tally.finish()  # the budget, before anything is spent on what was read
+    return out
+
+
 def load_pairs(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "original") -> list[PreferencePair]:
-    """All pairs of a file, folder or hub dataset; the first bad record raises RecordError."""
-    pairs = []
-    for where, line, rec in iter_raw_records(path_or_id, split):
-        try:
-            pairs.append(pair_from_record(rec, fmt, source))
-        except ValueError as exc:
-            raise RecordError(where, line, str(exc)) from None
-    return pairs
+    """All usable pairs of a file, folder or hub dataset (skips counted in the reading scope)."""
+    return read_each(path_or_id, lambda rec: pair_from_record(rec, fmt, source), split)
 
 
 def load_conversations(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "seed") -> list[Conversation]:
-    convs = []
-    for where, line, rec in iter_raw_records(path_or_id, split):
-        try:
-            convs.append(conversation_from_record(rec, fmt, source))
-        except ValueError as exc:
-            raise RecordError(where, line, str(exc)) from None
-    return convs
+    return read_each(path_or_id, lambda rec: conversation_from_record(rec, fmt, source), split)
 
 
 def pairs_to_dataset(pairs: list[PreferencePair]):

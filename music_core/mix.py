@@ -4,7 +4,8 @@ Deduplicates, takes counts or a ratio (the paper: 31k MUSIC + 73k Skywork), and 
 *conversation group*: a synthetic pair grown from a seed conversation lands on the same side as
 the original pair that conversation came from, so held-out accuracy is not inflated by leaks.
 Writes ``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl`` (the baseline RM's data) and
-``summary.json``, each atomically.
+``summary.json`` (with what was read, kept and skipped), each atomically, and the unusable
+records it skipped to ``skipped_records.jsonl``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 from .data import PreferencePair, content_hash
 from .errors import ConfigError, MusicError
-from .jsonl import iter_json_lines, read_records, write_jsonl_atomic, write_text_atomic
-from .paths import MIX_FILES, is_side_file
+from .formats import read_each
+from .jsonl import iter_json_lines, write_jsonl_atomic, write_text_atomic
+from .paths import MIX_FILES, SKIPPED_RECORDS, is_side_file
+from .records import ReadTally
 from .synth.seeds import group_key
 
 
@@ -120,15 +123,25 @@ def drop_by_audit(ctx: Any, synthetic: list[PreferencePair]) -> tuple[list[Prefe
                   "dropped_unreadable": unreadable}
 
 
+def _write_skipped(path: Path, *tallies: ReadTally) -> Path | None:
+    together = ReadTally("mix")
+    for t in tallies:
+        together.side += t.side
+    return together.write_side_file(path)
+
+
 def run_mix(ctx: Any) -> dict[str, Any]:
     cfg = ctx.config.mix
     files = synthetic_files(ctx)
-    synthetic = [p for f in files for p in read_records(f, PreferencePair.from_dict)]  # bad line: file:line, nothing written
+    source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
+    # A bad file stops here with nothing written; unusable records are skipped, counted and listed.
+    with ctx.reading("mix") as read_synthetic:
+        synthetic = [p for f in files for p in read_each(str(f), PreferencePair.from_dict)]
+    with ctx.reading("mix.original") as read_original:
+        original = source.load_pairs(cfg.original)
     audit = None
     if cfg.audit.min_p is not None:
         synthetic, audit = drop_by_audit(ctx, synthetic)
-    source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
-    original = source.load_pairs(cfg.original)
     if cfg.original.limit is not None and cfg.original.limit < len(original):  # a seeded shuffle, then the cut
         original = random.Random(cfg.seed).sample(original, cfg.original.limit)
     drop = dedupe if cfg.dedupe else (lambda pairs: (pairs, 0))
@@ -165,6 +178,10 @@ def run_mix(ctx: Any) -> dict[str, Any]:
         "synthetic_share_of_train": round(len(syn_train) / max(1, len(train)), 4),
         "outputs": {k: str(paths.mix_file(k)) for k in MIX_FILES},
     }
+    summary["records"] = {"synthetic": read_synthetic.summary(), "original": read_original.summary()}
+    side = _write_skipped(paths.mix_dir / SKIPPED_RECORDS, read_synthetic, read_original)
+    if side:
+        summary["records"]["skipped_file"] = str(side)
     if audit is not None:
         summary["audit"] = audit
     write_text_atomic(paths.mix_file("summary"), json.dumps(summary, indent=2) + "\n")

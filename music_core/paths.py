@@ -4,11 +4,12 @@
     ``llm-cache.sqlite`` (LLM calls and batch jobs; ``run.cache`` moves it),
     ``synth/pairs.jsonl`` with its side files (``pairs.errors.jsonl``, ``.filtered.jsonl``,
     ``.config.json``, ``.report.json``, ``.report.md``; shards ``pairs.shard-I-of-N.jsonl``),
-    ``mix/`` (``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl``, ``summary.json``),
+    ``mix/`` (``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl``, ``summary.json``,
+    ``skipped_records.jsonl``: the original data's unusable records), ``synth/skipped_seeds.jsonl``,
     ``audit/`` (``audit.jsonl``: a record per pair; ``calibration.jsonl``: the known pairs;
     ``report.json``, ``report.md``),
     ``rm/<name>/`` (a Hugging Face folder and the stage's ``music_trainer.json``),
-    ``eval/<evaluator>/`` (``results.json``, ``report.md``, figures),
+    ``eval/<evaluator>/`` (``results.json``, ``report.md``, figures, ``skipped_records.jsonl``),
     ``stages/<step>.json`` (the hash of each finished step's inputs), ``report.md``, ``report.json``.
 
 Each stage's folder can be moved by its own ``output_dir`` key (``synth.output`` for the pairs).
@@ -23,6 +24,7 @@ RM_MARKER = "music_trainer.json"  # {"trainer": NAME, ...} in every folder the t
 MIX_FILES = ("train", "eval", "original_train")
 # The reward models `music run` trains, and the mix file each trains on.
 RUN_RMS = {"baseline": "original_train", "music": "train"}
+SKIPPED_RECORDS = "skipped_records.jsonl"  # beside a stage's output: every record its readers skipped, and why
 SIDE_SUFFIXES = {"errors": ".errors.jsonl", "filtered": ".filtered.jsonl", "config": ".config.json",
                  "report": ".report.json", "report-md": ".report.md"}
 
@@ -99,6 +101,9 @@ class RunPaths:
 
     def eval_report(self, evaluator: str) -> Path:
         return self.eval_dir(evaluator) / "report.md"
+
+    def eval_skipped(self, evaluator: str) -> Path:
+        return self.eval_dir(evaluator) / SKIPPED_RECORDS
 
     # the run
     def stage_marker(self, step: str) -> Path:

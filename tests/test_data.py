@@ -137,8 +137,9 @@ def test_layouts_of_public_preference_sets_read_as_the_same_pair(tmp_path):
     hh = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
     f = tmp_path / "hh.jsonl"
     f.write_text(json.dumps(hh) + "\n")
-    with pytest.raises(RecordError, match=r"hh.jsonl:1: .*hh-rlhf source"):
-        load_pairs(str(f))
+    # Anthropic HH transcripts as published load wherever a preference file is read
+    [pair] = load_pairs(str(f))
+    assert (pair.chosen, pair.rejected) == (conv("q", "good"), conv("q", "bad"))
 
 
 def test_datasets_round_trip_and_load_dataset_json(tmp_path):

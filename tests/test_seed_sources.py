@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from music_core import records
 from music_core.config import load_config
 from music_core.config.schema import DataSourceConfig, SeedsConfig
-from music_core.errors import ConfigError
+from music_core.errors import ConfigError, RecordError
 from music_core.synth.seeds import select
 
 FIX = Path(__file__).parent / "fixtures"
@@ -31,8 +32,12 @@ def test_skywork_and_hh_and_ultrainteract(plugins):
     sky = source(plugins, "skywork").load_pairs(DataSourceConfig(source="skywork", path=str(FIX / "skywork.jsonl")))
     assert [p.source for p in sky] == ["math-fixture", "chat-fixture"] and sky[0].rejected[-1]["content"] == "7"
     hh = source(plugins, "hh-rlhf")
-    pairs = hh.load_pairs(DataSourceConfig(source="hh-rlhf", path=str(FIX / "hh.jsonl")))
-    assert len(pairs) == 1 and pairs[0].chosen[-1] == {"role": "assistant", "content": "About 6 minutes."}  # identical pair skipped
+    with records.reading("hh", records.RecordPolicy(max_invalid_fraction=0.5)) as tally:
+        pairs = hh.load_pairs(DataSourceConfig(source="hh-rlhf", path=str(FIX / "hh.jsonl")))
+    assert len(pairs) == 1 and pairs[0].chosen[-1] == {"role": "assistant", "content": "About 6 minutes."}
+    assert dict(tally.skipped) == {"identical_sides": 1} and tally.examples[0].startswith(f"{FIX / 'hh.jsonl'}:2:")
+    with pytest.raises(RecordError, match=r"1 of 2 records unusable .*max_invalid_fraction"):  # over the default budget
+        hh.load_pairs(DataSourceConfig(source="hh-rlhf", path=str(FIX / "hh.jsonl")))
     prompts = hh.load_conversations(DataSourceConfig(source="hh-rlhf", path=str(FIX / "hh.jsonl")))
     assert prompts[0].messages[-1] == {"role": "user", "content": "And a soft one?"}
     ui = source(plugins, "ultrainteract")

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from ..jsonl import write_text_atomic
+from ..records import describe_read
 from .human import human_section
 from .human import markdown as human_markdown
 from .stats import breakdown, rate, summary, tells_apart, turn_bucket
@@ -98,6 +99,7 @@ def build(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
     return {
         "pairs_file": result["where"], "pairs": len(result["pairs"]), "audited": len(records),
         "unaudited": len(result["pairs"]) - len(records), "duplicate_ids_skipped": result["duplicates"],
+        "records": result.get("read", {}), "skipped_records_file": result.get("skipped_file"),
         "auditor": a, "templates": result["templates"], "audit_hash": result["audit_hash"],
         "validity": validity,
         "mean_p_chosen": round(sum(probs) / len(probs), 4) if probs else None,
@@ -145,6 +147,7 @@ def markdown(r: dict[str, Any]) -> str:
              f"Auditor `{a['endpoint']}` ({a['provider']}:{a['model']}), judges "
              f"{', '.join(x for x in (r['templates']['judge'] or []) + (r['templates']['turn_judge'] or []))}; "
              f"{r['audited']} of {r['pairs']} pairs from `{r['pairs_file']}`, each in both orders.", "",
+             *[f"- {what} records: {describe_read(read)}" for what, read in r.get("records", {}).items()],
              f"- **validity** (auditor prefers chosen in both orders): {c['valid']} of {v['n']}, {_pct(v)}",
              f"- not valid: {c['invalid']} prefer rejected in both orders, {c['flip']} position flips "
              f"(flip rate {v['flip_rate'] or 0:.1%}), {c['tie']} ties, {c['unparsed']} unparsed (none counted as valid)",

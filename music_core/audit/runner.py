@@ -30,6 +30,8 @@ from ..formats import load_pairs
 from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_jsonl_atomic
 from ..judging import JudgedPair, judge_both_orders
 from ..llm.errors import LLMError
+from ..paths import SKIPPED_RECORDS
+from ..records import ReadTally
 from ..synth.rollout import is_transient
 from ..tasks import cancel_all, until_first_failure
 from .verdicts import classify, contrasted_turns, last_text, p_chosen, preferred
@@ -86,14 +88,17 @@ def pair_files(ctx: Any) -> tuple[list[str], str]:
     return files, "music"
 
 
-def load_audit_pairs(ctx: Any) -> tuple[list[PreferencePair], str, int]:
+def load_audit_pairs(ctx: Any, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str, int]:
     """The pairs to audit (a seeded sample when ``audit.limit`` is set), where they came from,
     and how many repeated an id already taken. A bad line stops everything, naming file:line."""
     a = ctx.config.audit
     files, fmt = pair_files(ctx)
     pairs: list[PreferencePair] = []
-    for f in files:
-        pairs += load_pairs(f, fmt, source=Path(f).stem)
+    with ctx.reading("audit.pairs") as tally:
+        for f in files:
+            pairs += load_pairs(f, fmt, source=Path(f).stem)
+    if read is not None:
+        read["pairs"] = tally
     where = ", ".join(files)
     if not pairs:
         raise RecordError(where, None, "holds no preference pairs to audit"
@@ -106,7 +111,7 @@ def load_audit_pairs(ctx: Any) -> tuple[list[PreferencePair], str, int]:
     return unique, where, len(pairs) - len(seen)
 
 
-def load_known_pairs(ctx: Any) -> tuple[list[PreferencePair], str | None, str | None]:
+def load_known_pairs(ctx: Any, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str | None, str | None]:
     """Known-answer pairs for calibration (chosen known better), where they came from, and why
     there are none when calibration is skipped."""
     c = ctx.config
@@ -114,14 +119,18 @@ def load_known_pairs(ctx: Any) -> tuple[list[PreferencePair], str | None, str | 
     if a.calibration_pairs == 0:
         return [], None, "audit.calibration_pairs is 0"
     if a.known_pairs:
-        known, where = load_pairs(a.known_pairs, "auto", source="known"), a.known_pairs
+        with ctx.reading("audit.known_pairs") as tally:
+            known, where = load_pairs(a.known_pairs, "auto", source="known"), a.known_pairs
     elif a.pairs:
         return [], None, ("the pairs come from audit.pairs and no known-answer file was given "
                           "(--known FILE / audit.known_pairs)")
     else:
         source = ctx.component("seed_source", c.mix.original.source).require("pairs", "mix.original.source")
-        known = source.load_pairs(c.mix.original)
+        with ctx.reading("mix.original") as tally:
+            known = source.load_pairs(c.mix.original)
         where = f"the mix's original data ({c.mix.original.source}{' ' + c.mix.original.path if c.mix.original.path else ''})"
+    if read is not None:
+        read["known"] = tally
     if not known:
         return [], where, f"{where} holds no pairs"
     known = sorted({p.id: p for p in known}.values(), key=lambda p: p.id)
@@ -191,8 +200,12 @@ async def audit_pair(pair: PreferencePair, judge: Any, turn_judge: Any, llm: Any
 async def audit(ctx: Any) -> dict[str, Any]:
     c = ctx.config
     a = c.audit
-    pairs, where, duplicates = load_audit_pairs(ctx)  # bad files fail here, before any call
-    known, known_where, skipped = load_known_pairs(ctx)
+    tallies: dict[str, ReadTally] = {}
+    pairs, where, duplicates = load_audit_pairs(ctx, tallies)  # bad files fail here, before any call
+    known, known_where, skipped = load_known_pairs(ctx, tallies)
+    read = {k: t.summary() for k, t in tallies.items()}
+    skipped_file = ReadTally("audit", side=[r for t in tallies.values() for r in t.side]) \
+        .write_side_file(ctx.paths.audit_dir / SKIPPED_RECORDS)
     judge = ctx.component("judge", a.judge, a.judge_options)
     turn_judge = ctx.component("judge", a.turn_judge, a.turn_judge_options) if a.turn_judge else None
     auditor = auditor_description(ctx)
@@ -245,6 +258,7 @@ async def audit(ctx: Any) -> dict[str, Any]:
     known_records = settle(ctx.paths.audit_file("calibration"), [p.id for p in known], h)
     missing = len(pairs) - len(records) + len(known) - len(known_records)
     return {"pairs": pairs, "where": where, "files": pair_files(ctx)[0], "duplicates": duplicates, "records": records,
+            "read": read, "skipped_file": str(skipped_file) if skipped_file else None,
             "known_records": known_records, "known_where": known_where, "calibration_skipped": skipped,
             "auditor": auditor, "audit_hash": h, "missing": missing, "transient": dict(transient),
             "templates": {"judge": getattr(judge, "template_tags", None),

@@ -102,6 +102,9 @@ class RunConfig:
     progress_interval_s: float = _f(30.0, "seconds between progress lines when the output is not a terminal")
     stages: list[str] = _f(["synth", "audit", "mix", "train", "eval"], "stages `music run` executes, in order")
     dry_run: bool = _f(False, "print the plan and estimates; call nothing")
+    preflight: bool = _f(True, "before its first call, `music run` checks what its later stages need (memory plan, "
+                               "data paths and columns, key variables, component names) and refuses with every "
+                               "problem found; false skips the check")
     shared_dir: str | None = _f(None, "a folder of steps shared between runs (`music sweep` sets it): a step whose "
                                       "inputs hash is already made there is linked, not made again")
 
@@ -113,6 +116,18 @@ class DataSourceConfig:
     format: str = _f("auto", "record format: auto, skywork, trl, sharegpt, messages, music")
     split: str = _f("train", "dataset split when loading through `datasets`")
     limit: int | None = _f(None, "use at most this many records (after a seeded shuffle)")
+
+
+@dataclass
+class RecordsConfig:
+    """The rule for records in every file read (seeds, original data, evaluation sets, audit
+    inputs, the inspect page): a bad file is an error; an unusable record is skipped, counted by
+    reason, named in the report and written to a side file."""
+
+    max_invalid_fraction: float = _f(0.05, "largest share of a file's records that may be skipped as unusable (an "
+                                           "empty user turn, identical sides, roles out of order, a non-text part); "
+                                           "above it the read is an error naming the totals")
+    strict: bool = _f(False, "stop at the first unusable record (for CI)")
 
 
 @dataclass
@@ -262,6 +277,8 @@ class MusicConfig:
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the run"})
     models: dict[str, EndpointConfig] = field(default_factory=_default_models, metadata={"help": "named LLM endpoints"})
     roles: RolesConfig = field(default_factory=RolesConfig, metadata={"help": "which endpoint plays which role"})
+    records: RecordsConfig = field(default_factory=RecordsConfig,
+                                   metadata={"help": "unusable records in real data: budget and strict switch"})
     seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "seed conversations"})
     synth: SynthConfig = field(default_factory=SynthConfig, metadata={"help": "MUSIC rollouts"})
     audit: AuditConfig = field(default_factory=AuditConfig, metadata={"help": "auditing the synthetic pairs"})

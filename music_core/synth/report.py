@@ -11,6 +11,7 @@ from typing import Any
 
 from ..jsonl import iter_json_lines, write_text_atomic
 from ..paths import side_file
+from ..records import describe_read
 from .runner import side_paths
 
 
@@ -54,7 +55,7 @@ def build(out: Path, usage: dict[str, Any] | None = None, run: dict[str, Any] | 
     report = {
         "output": str(out),
         "prompt_profile": (config.get("synth") or {}).get("prompt_profile"),
-        "seeds": run.get("seeds"), "missing": run.get("missing", 0), "transient_failures": run.get("transient", {}),
+        "seeds": run.get("seeds"), "seeds_read": run.get("seeds_read") or {}, "missing": run.get("missing", 0), "transient_failures": run.get("transient", {}),
         "fallback_turn_share": round(fallback_turns / max(1, len(contrasted)), 4),
         "pairs_made_by_fallback": dict(Counter(p["meta"].get("made_by_fallback", "none") for p in pairs)),
         "pairs": len(pairs), "errors": len(errors), "filtered": len(filtered),
@@ -101,6 +102,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     c = r["contrast"]
     lines = ["# Synthesis report", "", f"Output: `{r['output']}`", "",
              f"- prompt profile: **{r['prompt_profile']}** (docs/prompt-profiles.md lists how it differs from the paper)",
+             *([f"- seed records: {describe_read(r['seeds_read'])}"] if r.get("seeds_read") else []),
              f"- pairs: **{r['pairs']}**, final errors: {r['errors']} ({r['error_rate']:.1%}), filtered: {r['filtered']} "
              f"(rejection rate {r['filter_rejection_rate']:.1%})"
              + (f", **missing after transient failures: {r['missing']}** (rerun to make them)" if r["missing"] else ""),

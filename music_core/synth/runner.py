@@ -86,11 +86,17 @@ def fingerprint(ctx: Any) -> dict[str, Any]:
     }
 
 
-def load_seeds(ctx: Any) -> list[Seed]:
-    """The seeds to roll out; no seeds at all is an error (an empty run would look like success)."""
+def load_seeds(ctx: Any, read: dict[str, Any] | None = None) -> list[Seed]:
+    """The seeds to roll out; no seeds at all is an error (an empty run would look like success).
+    Unusable seed records are skipped under the record rule, listed in ``synth/skipped_seeds.jsonl``
+    and counted into ``read`` (for the report)."""
     cfg = ctx.config
     source = ctx.component("seed_source", cfg.seeds.source).require("conversations", "seeds.source")
-    conversations = source.load_conversations(cfg.seeds)
+    with ctx.reading("seeds") as tally:
+        conversations = source.load_conversations(cfg.seeds)
+    tally.write_side_file(ctx.synth_output().parent / "skipped_seeds.jsonl")
+    if read is not None:
+        read.update(tally.summary())
     where = cfg.seeds.path or f"the {cfg.seeds.source!r} seed source"
     if not conversations:
         raise RecordError(str(where), None, "holds no seed conversations (config key 'seeds.path')")
@@ -172,7 +178,8 @@ def canonical_order(out: Path, order: list[str]) -> bool:
 async def synthesize(ctx: Any) -> dict[str, Any]:
     cfg = ctx.config
     out = ctx.synth_output()
-    seeds = load_seeds(ctx)  # bad or empty seed files fail here, before anything is written
+    seeds_read: dict[str, Any] = {}
+    seeds = load_seeds(ctx, seeds_read)  # bad or empty seed files fail here, before anything is written
     engine = build_engine(ctx)
     pair_filter = ctx.component("pair_filter", cfg.synth.filter, cfg.synth.filter_options) if cfg.synth.filter else None
     ctx.llm.preflight(list(SYNTH_ROLES))  # a missing key stops the run before any call
@@ -186,7 +193,7 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
     done = writer.done_ids | errors.done_ids | filtered.done_ids
     jobs = [(seed, f"music-{content_hash(config_hash, seed.id)}") for seed in seeds]
     todo = [(s, pid) for s, pid in jobs if pid not in done]
-    stats: dict[str, Any] = {"seeds": len(seeds), "already_done": len(jobs) - len(todo), "written": 0, "errors": 0,
+    stats: dict[str, Any] = {"seeds": len(seeds), "seeds_read": seeds_read, "already_done": len(jobs) - len(todo), "written": 0, "errors": 0,
                              "filtered": 0, "missing": 0, "transient": {}}
     transient: Counter[str] = Counter()
     task = progress.Task("synth", total=len(jobs), unit="pairs", detail=ctx.llm.totals,

@@ -1,43 +1,29 @@
 """Anthropic HH-RLHF: each side is one transcript string with ``\\n\\nHuman:`` and
-``\\n\\nAssistant:`` markers. As Best-of-N prompts, a record is the dialogue up to and including
-its last human turn."""
+``\\n\\nAssistant:`` markers (the core's readers parse them wherever a preference file is read).
+As Best-of-N prompts, a record is the dialogue up to and including its last human turn."""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Any
 
-from music_core.data import Conversation, Message, PreferencePair, content_hash, conversation_errors
-
-_TURN = re.compile(r"\n\n(Human|Assistant): ")
-
-
-def parse_transcript(text: str) -> list[Message]:
-    if not isinstance(text, str) or "Human:" not in text:
-        raise ValueError("not an HH transcript (no 'Human:' turn)")
-    parts = _TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
-    msgs: list[Message] = []
-    for speaker, content in zip(parts[1::2], parts[2::2]):
-        role: Literal["user", "assistant"] = "user" if speaker == "Human" else "assistant"
-        content = content.strip()
-        if msgs and msgs[-1]["role"] == role:  # HH has a few doubled turns: merge them
-            msgs[-1]["content"] += "\n" + content
-        elif content or role == "assistant":
-            msgs.append(Message(role=role, content=content))
-    return msgs
+from music_core.data import Conversation, PreferencePair, content_hash, conversation_problems
+from music_core.formats import pair_from_record, parse_transcript
+from music_core.records import UnusableRecord
 
 
-def hh_pair(rec: dict[str, Any]) -> PreferencePair | None:
-    chosen, rejected = parse_transcript(rec["chosen"]), parse_transcript(rec["rejected"])
-    pair = PreferencePair(id=str(rec.get("id") or content_hash(chosen, rejected)), chosen=chosen, rejected=rejected,
-                          source="hh-rlhf")
-    return pair if not pair.errors() else None  # HH has empty and identical answers: skip those
+def hh_pair(rec: dict[str, Any]) -> PreferencePair:
+    """A pair as the core reads any HH record: empty user turns, identical sides and broken
+    turn order are skipped and counted by the reader; empty answers are kept."""
+    return pair_from_record(rec, "trl", source="hh-rlhf")
 
 
-def hh_conversation(rec: dict[str, Any]) -> Conversation | None:
+def hh_conversation(rec: dict[str, Any]) -> Conversation:
+    if rec.get("chosen") is None:
+        raise UnusableRecord("missing_field", "missing 'chosen'")
     msgs = parse_transcript(rec["chosen"])
     while msgs and msgs[-1]["role"] == "assistant":
         msgs.pop()
-    if conversation_errors(msgs):
-        return None
+    problems = conversation_problems(msgs, allow_empty_answers=True)
+    if problems:
+        raise UnusableRecord(problems[0][0], "; ".join(text for _, text in problems))
     return Conversation(id=str(rec.get("id") or content_hash(msgs)), messages=msgs, source="hh-rlhf")

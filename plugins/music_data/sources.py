@@ -1,17 +1,18 @@
-"""The seed source classes. Each loads by local path (file or folder) or hub id, and names the
-file and line of a bad record."""
+"""The seed source classes. Each loads by local path (file or folder) or hub id under the
+record rule: a bad file names itself, an unusable record is skipped and counted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from music_core.config.schema import DataSourceConfig
-from music_core.contracts import SeedSource
+from music_core.contracts import Problem, SeedSource
 from music_core.data import Conversation, PreferencePair
-from music_core.errors import ConfigError, RecordError
-from music_core.formats import iter_raw_records, load_conversations, load_pairs
+from music_core.errors import ConfigError
+from music_core.formats import load_conversations, load_pairs, read_each
+from music_core.records import UnusableRecord
 
 from .hh import hh_conversation, hh_pair
 from .ultrainteract import ui_conversation, ui_pair
@@ -30,6 +31,10 @@ class BuiltinSource(SeedSource):
     description = "101 multi-turn preference pairs written for this project (their chosen sides are the seeds)"
     provides = ("conversations", "pairs")
 
+    @classmethod
+    def preflight(cls, cfg: DataSourceConfig, key: str, what: str) -> list[Problem]:
+        return []  # shipped data; path is ignored
+
     def load_pairs(self, cfg: DataSourceConfig) -> list[PreferencePair]:
         return load_pairs(str(DATA / "pairs.jsonl"), "trl", source="builtin")
 
@@ -41,6 +46,10 @@ class BuiltinPrompts(SeedSource):
     name = "builtin-prompts"
     description = "24 opening prompts for multi-turn Best-of-N"
 
+    @classmethod
+    def preflight(cls, cfg: DataSourceConfig, key: str, what: str) -> list[Problem]:
+        return []  # shipped data; path is ignored
+
     def load_conversations(self, cfg: DataSourceConfig) -> list[Conversation]:
         return load_conversations(str(DATA / "prompts.jsonl"), "messages", source="builtin-prompts")
 
@@ -48,6 +57,16 @@ class BuiltinPrompts(SeedSource):
 class _FormatSource(SeedSource):
     fmt = "auto"
     provides = ("conversations", "pairs")
+    needs_path = True
+
+    @classmethod
+    def required_columns(cls, cfg: DataSourceConfig, what: str) -> tuple[str, ...]:
+        fmt = cls.fmt if cfg.format == "auto" else cfg.format
+        if fmt == "sharegpt":
+            return ("conversations", "chosen", "rejected") if what == "pairs" else ("conversations",)
+        if what == "pairs" or fmt in ("skywork", "trl", "music"):
+            return ("chosen", "rejected")
+        return ("messages",) if fmt == "messages" else ("messages|conversations|chosen",)
 
     def load_pairs(self, cfg: DataSourceConfig) -> list[PreferencePair]:
         fmt = self.fmt if cfg.format == "auto" else cfg.format
@@ -86,19 +105,28 @@ class _CustomSource(SeedSource):
     """Sources whose records need their own parser."""
 
     provides = ("conversations", "pairs")
+    needs_path = True
+    columns: ClassVar[dict[str, tuple[str, ...]]] = {}  # what -> the columns its records need
+
+    @classmethod
+    def required_columns(cls, cfg: DataSourceConfig, what: str) -> tuple[str, ...]:
+        return cls.columns.get(what, ())
+
     to_conversation: Callable[[dict[str, Any]], Conversation | None]
     to_pair: Callable[[dict[str, Any]], PreferencePair | None]
 
-    def _records(self, cfg: DataSourceConfig, parse):
-        out = []
-        for where, line, rec in iter_raw_records(_need_path(cfg, self.name), cfg.split):
+    def _records(self, cfg: DataSourceConfig, parse: Callable[[dict[str, Any]], Any]) -> list[Any]:
+        def named(rec: Any) -> Any:
+            if not isinstance(rec, dict):
+                raise UnusableRecord("invalid", f"{self.name}: record is not a JSON object")
             try:
-                item = parse(rec)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RecordError(where, line, f"{self.name}: {exc}") from None
-            if item is not None:
-                out.append(item)
-        return out
+                return parse(rec)
+            except KeyError as exc:
+                raise UnusableRecord("missing_field", f"{self.name}: missing {exc}") from None
+            except TypeError as exc:
+                raise UnusableRecord("invalid", f"{self.name}: {exc}") from None
+
+        return read_each(_need_path(cfg, self.name), named, cfg.split)
 
     def load_conversations(self, cfg: DataSourceConfig) -> list[Conversation]:
         return self._records(cfg, self.to_conversation)
@@ -111,6 +139,7 @@ class HHRLHFSource(_CustomSource):
     name = "hh-rlhf"
     description = "Anthropic HH-RLHF transcripts ('\\n\\nHuman: ... \\n\\nAssistant: ...')"
     to_conversation = staticmethod(hh_conversation)
+    columns = {"conversations": ("chosen",), "pairs": ("chosen", "rejected")}
     to_pair = staticmethod(hh_pair)
 
 
@@ -118,4 +147,5 @@ class UltraInteractSource(_CustomSource):
     name = "ultrainteract"
     description = "UltraInteract SFT (instruction/response) or pair (trajectory/chosen/rejected) records"
     to_conversation = staticmethod(ui_conversation)
+    columns = {"conversations": ("instruction|trajectory",), "pairs": ("trajectory", "chosen", "rejected")}
     to_pair = staticmethod(ui_pair)

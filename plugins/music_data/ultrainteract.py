@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from music_core import records
 from music_core.data import Conversation, Message, PreferencePair, content_hash
+from music_core.records import UnusableRecord
 
 ROLE = {"user": "user", "human": "user", "observation": "user", "assistant": "assistant", "gpt": "assistant"}
 
@@ -18,6 +20,7 @@ def _trajectory(rec: dict[str, Any]) -> list[dict[str, str]]:
             raise ValueError(f"unknown trajectory speaker {turn.get('from')!r}")
         if msgs and msgs[-1]["role"] == role:
             msgs[-1]["content"] += "\n" + turn["value"]
+            records.note_merged(1)
         else:
             msgs.append({"role": role, "content": turn["value"]})
     return msgs
@@ -45,7 +48,7 @@ def ui_pair(rec: dict[str, Any]) -> PreferencePair:
     rejected = prefix + [{"role": "assistant", "content": rec["rejected"]}]
     pair = PreferencePair(id=str(rec.get("id") or content_hash(chosen, rejected)), chosen=chosen, rejected=rejected,
                           source="ultrainteract")
-    errs = pair.errors()
-    if errs:
-        raise ValueError("; ".join(errs))
+    problems = pair.problems(allow_empty_answers=True)
+    if problems:
+        raise UnusableRecord(problems[0][0], "; ".join(text for _, text in problems))
     return pair
