@@ -36,3 +36,17 @@ class UnknownComponentError(MusicError):
     """A component name that no loaded plugin registered; lists the ones that exist."""
 
     exit_code = 2
+
+
+class PreflightError(MusicError):
+    """``music run`` found, before its first call, what a later stage would fail on: every
+    problem at once, each naming its config key (``run.preflight=false`` skips the check)."""
+
+    exit_code = 7
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"music run stopped before its first call: {len(self.problems)} "
+                         f"problem{'s' if len(self.problems) != 1 else ''} found (fix them, or skip this check with "
+                         f"run.preflight=false):\n{lines}")

@@ -15,7 +15,7 @@ import click
 
 from . import progress
 from .jsonl import write_text_atomic
-from .stages import STAGES, stage_hashes
+from .stages import stage_hashes
 from .sweep.shared import shared_step, step_dir
 
 
@@ -60,18 +60,19 @@ def run_pipeline(ctx: Any) -> dict[str, Any]:
 
         print_plan(ctx)
         return {}
+    from .preflight import check, planned_steps
+
     hashes = stage_hashes(ctx)
+    todo = planned_steps(ctx)  # less the steps with nothing to do (an evaluator without data)
+    if ctx.config.run.preflight:  # what a later stage would fail on, before the first call is paid for
+        check(ctx, [step for _, step in todo if not _done(ctx, step, hashes[step])])
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    for name in ctx.config.run.stages:
-        stage = STAGES[name]
-        for step in stage.steps(ctx):
-            if stage.skip_reason(ctx, step):  # e.g. no benchmark data configured
-                continue
-            if _done(ctx, step, hashes[step]):
-                progress.log(f"[{step}] done earlier with the same inputs; skipping")
-                continue
-            timings[step] = _run_step(ctx, stage, step, hashes[step])
+    for stage, step in todo:
+        if _done(ctx, step, hashes[step]):
+            progress.log(f"[{step}] done earlier with the same inputs; skipping")
+            continue
+        timings[step] = _run_step(ctx, stage, step, hashes[step])
     progress.stop()
     from .report import write_report
 

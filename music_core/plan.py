@@ -105,6 +105,10 @@ def print_plan(ctx: Any) -> None:
                        f"per endpoint, split at the vendor's request limit; most jobs end within an hour (about "
                        f"{synth_rounds(ctx)} h in all at that pace), a job at most 24 h")
     print_cost(total, online_total)
+    if c.run.preflight:
+        from .preflight import print_findings
+
+        print_findings(ctx)
 
 
 def print_rows(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> tuple[float, float]:

@@ -160,12 +160,46 @@ def detected_gpus() -> tuple[int, float]:
     return 0, 0.0
 
 
-def plan(cfg: Any) -> list[str]:
-    """Lines for the dry-run: the configured estimate, whether it fits, and what would."""
+def hardware(cfg: Any) -> tuple[int, float]:
+    """GPUs and memory per GPU (GiB): ``train.gpus`` and ``train.gpu_memory_gib``, else those detected."""
     gpus, memory = cfg.gpus, cfg.gpu_memory_gib
     if not gpus or not memory:
         found, found_memory = detected_gpus()
         gpus, memory = gpus or found, memory or found_memory
+    return gpus, memory
+
+
+def misfit(cfg: Any) -> str | None:
+    """Why the configured settings do not fit the GPUs, with the first settings that do (for the
+    preflight of ``music run``), or None: they fit, or there is no GPU or backbone shape to
+    measure against."""
+    gpus, memory = hardware(cfg)
+    config = backbone_config(cfg.backbone)[0] if gpus and memory else None
+    if config is None:
+        return None
+    c = count(config, cfg.lora.r, list(cfg.lora.target_modules))
+    need, first_fit = float("inf"), None
+    for name, s in variants(cfg):
+        for shards, how in ((1, "1 GPU / DDP"), (gpus, f"FSDP/ZeRO-3 over {gpus}")):
+            if how.startswith("FSDP") and gpus <= 1:  # as the plan: one GPU has nothing to shard over
+                continue
+            gib = estimate(c, tokens=cfg.tokens_per_micro_batch, shards=shards, **s)[0]
+            if name == "configured":
+                need = min(need, gib)
+            elif gib <= memory and first_fit is None:
+                first_fit = (s, how)
+    if need <= memory:
+        return None
+    fix = (f"the first settings that fit ({first_fit[1]}): {settings_keys(first_fit[0])}" if first_fit
+           else "nothing listed fits: lower train.tokens_per_micro_batch or add GPUs")
+    return (f"the memory plan does not fit: training {cfg.backbone} as configured needs {need:.1f} GiB per GPU, "
+            f"{gpus} GPU(s) of {memory:.0f} GiB (train.gpus, train.gpu_memory_gib) have less; {fix} "
+            "(`music run --dry-run` prints the plan)")
+
+
+def plan(cfg: Any) -> list[str]:
+    """Lines for the dry-run: the configured estimate, whether it fits, and what would."""
+    gpus, memory = hardware(cfg)
     config, source = backbone_config(cfg.backbone)
     if config is None:
         return [f"memory: cannot read {cfg.backbone}'s config (offline?); no estimate"]

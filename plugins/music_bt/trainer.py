@@ -12,7 +12,7 @@ from typing import Any
 
 from music_core import progress
 from music_core.config.schema import TrainConfig as StageTrainConfig
-from music_core.contracts import RewardScorer, Trainer, TrainResult
+from music_core.contracts import Problem, RewardScorer, Trainer, TrainResult
 from music_core.data import PreferencePair
 from music_core.errors import ConfigError, MusicError
 from music_core.jsonl import read_records, write_text_atomic
@@ -89,6 +89,33 @@ class BradleyTerryTrainer(Trainer):
         from .memory import plan
 
         return "\n    ".join([line, *plan(cfg)])
+
+    @classmethod
+    def preflight(cls, cfg: Any) -> list[Problem]:
+        """The backbone is on this machine when the hub is offline, and the memory plan fits
+        the GPUs (``train.gpus``, ``train.gpu_memory_gib``, else those detected)."""
+        from music_core.models import resolve_model
+        from music_core.preflight import hub_offline
+
+        from .memory import misfit
+
+        problems = []
+        try:
+            hub_id = resolve_model(cfg.backbone) == cfg.backbone and not Path(cfg.backbone).exists()
+        except MusicError as exc:  # a folder that is not there
+            problems.append(Problem("train.backbone", str(exc)))
+            hub_id = False
+        if hub_id and hub_offline():
+            from huggingface_hub import try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(cfg.backbone, "config.json"), str):
+                problems.append(Problem("train.backbone", f"{cfg.backbone} is not in the hub cache and the hub is "
+                                                          "offline (HF_HUB_OFFLINE): download it first, or name a "
+                                                          "local folder or a model alias"))
+        too_big = misfit(cfg)
+        if too_big:
+            problems.append(Problem("train", too_big))
+        return problems
 
     def train(self, section: StageTrainConfig) -> TrainResult:
         if not isinstance(section, TrainConfig):

@@ -1,0 +1,247 @@
+"""Check before spending: before ``music run`` makes its first call, everything its later stages
+need that can be known up front. The trainer's memory plan fits the GPUs; every dataset a stage
+reads resolves (a local path exists with the columns its reader needs in its first rows, a hub id
+is cached, or reachable when online); every endpoint a pending stage calls has its key variable
+set; every component the config names is registered. The run then refuses with one list of every
+problem, each naming its config key (:class:`~music_core.errors.PreflightError`, exit 7);
+``run.preflight=false`` skips the check. The components take part through their contracts'
+``preflight`` hooks (trainer, evaluators, seed sources); the core imports no plugin."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from contextvars import ContextVar
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from .contracts import Problem
+from .errors import MusicError, PreflightError
+
+_ASK_HUB: ContextVar[bool] = ContextVar("preflight_ask_hub", default=True)  # False: the dry run calls nothing
+ROWS = 3  # the first rows whose columns are checked
+STAGE_SECTIONS = {"synth": ("seeds", "synth"), "audit": ("audit",), "mix": ("mix",), "train": ("train",)}
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def looks_local(value: str) -> bool:
+    """A path, not a hub id: it exists, starts like a path, or ends like a data file."""
+    from .formats import LOCAL_SUFFIXES
+
+    return value.startswith((".", "/", "~")) or value.endswith(LOCAL_SUFFIXES) or Path(value).expanduser().exists()
+
+
+def in_hub_cache(hub_id: str) -> bool:
+    from huggingface_hub import constants
+
+    datasets_cache = os.environ.get("HF_DATASETS_CACHE") or str(Path(constants.HF_HOME) / "datasets")
+    return (Path(datasets_cache) / hub_id.replace("/", "___")).exists() or \
+        (Path(constants.HF_HUB_CACHE) / f"datasets--{hub_id.replace('/', '--')}").exists()
+
+
+def _hub_problem(hub_id: str) -> str | None:
+    if in_hub_cache(hub_id):
+        return None
+    if hub_offline():
+        return f"hub dataset {hub_id!r} is not in the local cache and the hub is offline (HF_HUB_OFFLINE): " \
+               "download it first, or pass a local path"
+    if not _ASK_HUB.get():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(hub_id, timeout=15)
+    except Exception as exc:  # unknown, private, gated without a token, no network: all stop the stage later
+        return f"hub dataset {hub_id!r} cannot be reached: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def check_data(value: str, key: str, *, split: str = "train", name: str | None = None,
+               columns: Iterable[str] = (), local_only: bool = False) -> list[Problem]:
+    """Problems reading ``value`` (config ``key``): a local file or folder must exist and hold
+    ``columns`` in its first rows (``"a|b"``: one of them); a hub id must be cached, or reachable
+    when online (``local_only``: hub ids are not checked)."""
+    columns = tuple(columns)
+    if not looks_local(value):
+        why = None if local_only else _hub_problem(value)
+        return [Problem(key, why)] if why else []
+    path = Path(value).expanduser()
+    if not path.exists():
+        return [Problem(key, f"{value}: file or folder not found")]
+    if not columns:
+        return []
+    try:
+        rows = _first_rows(path, split, name)
+    except MusicError as exc:  # a bad file: RecordError names it and the line
+        return [Problem(key, str(exc))]
+    if not rows:
+        return [Problem(key, f"{value}: no records")]
+    for where, line, row in rows:
+        have = set(row) if isinstance(row, dict) else set()
+        missing = [c for c in columns if not have & set(c.split("|"))]
+        if missing:
+            at = f"{where}:{line}" if line is not None else where
+            return [Problem(key, f"{at}: missing column{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join(repr(c.replace('|', ' or ')) for c in missing)} (has {sorted(have)})")]
+    return []
+
+
+def _first_rows(path: Path, split: str, name: str | None) -> list[tuple[str, int | None, Any]]:
+    if path.suffix == ".parquet":  # the schema alone: no need to load the file through datasets
+        import pyarrow.parquet as pq
+
+        return [(str(path), None, dict.fromkeys(pq.read_schema(path).names))]
+    from .formats import iter_raw_records
+
+    return list(islice(iter_raw_records(str(path), split, name), ROWS))
+
+
+def check_source(ctx: Any, cfg: Any, key: str, what: str) -> list[Problem]:
+    """The seed source ``cfg.source`` (a :class:`DataSourceConfig` at config ``key``) exists,
+    provides ``what`` (``conversations`` or ``pairs``), and its own preflight passes."""
+    try:
+        source = ctx.registry.get("seed_source", cfg.source)
+    except MusicError as exc:
+        return [Problem(f"{key}.source", str(exc))]
+    if what not in source.provides:
+        return [Problem(f"{key}.source", f"seed source {cfg.source!r} provides {list(source.provides)}, not {what}")]
+    return _ask(key, source.preflight, cfg, key, what)
+
+
+def _ask(key: str, hook: Any, *args: Any) -> list[Problem]:
+    """A component's preflight hook; an error it raises (naming the key) is one more problem."""
+    try:
+        return list(hook(*args))
+    except MusicError as exc:
+        return [Problem(key, str(exc))]
+
+
+def find_problems(ctx: Any, steps: list[str], *, ask_hub: bool = True) -> list[Problem]:
+    """Every problem the pending ``steps`` (``synth``, ``train-music``, ``eval-rewardbench``, ...)
+    would meet; ``ask_hub=False`` checks hub ids against the cache only (no request)."""
+    token = _ASK_HUB.set(ask_hub)
+    try:
+        return list(dict.fromkeys(_find(ctx, steps)))  # in order, each once
+    finally:
+        _ASK_HUB.reset(token)
+
+
+def _find(ctx: Any, steps: list[str]) -> list[Problem]:
+    c = ctx.config
+    stages = {s.split("-", 1)[0] for s in steps}
+    evaluators = [s.removeprefix("eval-") for s in steps if s.startswith("eval-")]
+    problems = _components(ctx, stages, evaluators)
+    roles: list[str] = []
+    if "synth" in stages:
+        from .config.load import SYNTH_ROLES
+
+        roles += SYNTH_ROLES
+        problems += check_source(ctx, c.seeds, "seeds", "conversations")
+    if "audit" in stages:
+        roles.append("auditor")
+        a = c.audit
+        for attr in ("pairs", "known_pairs"):
+            if getattr(a, attr):
+                problems += check_data(getattr(a, attr), f"audit.{attr}", columns=("chosen", "rejected"))
+    if "mix" in stages or ("audit" in stages and not c.audit.pairs and not c.audit.known_pairs and c.audit.calibration_pairs):
+        problems += check_source(ctx, c.mix.original, "mix.original", "pairs")
+    if "train" in stages:
+        trainer = _registered(ctx, "trainer", c.train.trainer, "train.trainer", problems)
+        if trainer is not None:
+            problems += _ask("train", trainer.preflight, c.train)
+    for name in evaluators:
+        cls = _registered(ctx, "evaluator", name, "eval.evaluators", problems)
+        if cls is None:
+            continue
+        section = getattr(c.eval, cls.section_name(), None)
+        problems += _ask(f"eval.{cls.section_name()}", cls.preflight, section, ctx)
+        cls.estimate(section, c, lambda role, *_: roles.append(role))  # the roles it will call
+    return problems + _keys(ctx, roles)
+
+
+def _registered(ctx: Any, kind: str, name: str, key: str, problems: list[Problem]) -> Any:
+    try:
+        return ctx.registry.get(kind, name)
+    except MusicError as exc:
+        problems.append(Problem(key, str(exc)))
+        return None
+
+
+def _components(ctx: Any, stages: set[str], evaluators: list[str]) -> list[Problem]:
+    """Every component a pending stage's section names (each ``*_options`` field says which
+    key selects it); ``auto`` is resolved later by the stage itself."""
+    c, problems = ctx.config, list[Problem]()
+    sections = [(f"{s}.", getattr(c, s)) for stage in stages for s in STAGE_SECTIONS.get(stage, ())]
+    for name in evaluators:
+        if name in ctx.registry.names("evaluator"):  # an unknown one is named by _find
+            key = ctx.registry.get("evaluator", name).section_name()
+            if dataclasses.is_dataclass(getattr(c.eval, key, None)):
+                sections.append((f"eval.{key}.", getattr(c.eval, key)))
+    if "synth" in stages and c.synth.fallback_strategy:
+        _registered(ctx, "contrast_strategy", c.synth.fallback_strategy, "synth.fallback_strategy", problems)
+    for prefix, section in sections:
+        for f in dataclasses.fields(section):
+            kind, value = f.metadata.get("component_kind"), getattr(section, f.name)
+            if kind:
+                chosen = getattr(section, f.metadata["selected_by"], None)
+                if chosen and chosen != "auto":
+                    _registered(ctx, kind, chosen, f"{prefix}{f.metadata['selected_by']}", problems)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # mix.original, train.lora
+                sections.append((f"{prefix}{f.name}.", value))
+    return problems
+
+
+def _keys(ctx: Any, roles: list[str]) -> list[Problem]:
+    """Each endpoint the roles use, once: its provider exists and has what it needs to call (a
+    key variable that is set), asked through the provider's own ``check_credentials``."""
+    from .config.load import role_endpoint
+    from .llm.errors import AuthError
+
+    c, problems = ctx.config, list[Problem]()
+    by_endpoint: dict[str, list[str]] = {}
+    for role in dict.fromkeys(roles):
+        by_endpoint.setdefault(role_endpoint(c, role), []).append(role)
+    for name, used_by in by_endpoint.items():
+        ep, who = c.models[name], f" (used by {', '.join(used_by)})"
+        provider = _registered(ctx, "chat_provider", ep.provider, f"models.{name}.provider", problems)
+        if provider is None:
+            continue
+        try:
+            provider(ep).check_credentials()
+        except MusicError as exc:
+            key = f"models.{name}.api_key_env" if isinstance(exc, AuthError) else f"models.{name}"
+            problems.append(Problem(key, f"{exc}{who}"))
+    return problems
+
+
+def planned_steps(ctx: Any) -> list[tuple[Any, str]]:
+    """(stage, step) of every step ``music run`` would make, in order, less those with nothing to
+    do (an evaluator without data)."""
+    from .stages import STAGES
+
+    return [(STAGES[name], step) for name in ctx.config.run.stages for step in STAGES[name].steps(ctx)
+            if not STAGES[name].skip_reason(ctx, step)]
+
+
+def print_findings(ctx: Any) -> None:
+    """The dry run's view: what the preflight of ``music run`` would refuse, asking no server."""
+    import click
+
+    problems = find_problems(ctx, [step for _, step in planned_steps(ctx)], ask_hub=False)
+    click.echo("\n  preflight (before its first call; run.preflight=false skips): "
+               + (f"music run would refuse, {len(problems)} problem(s):" if problems else "nothing found"))
+    for p in problems:
+        click.echo(f"    - {p}")
+
+
+def check(ctx: Any, steps: list[str]) -> None:
+    """Raise :class:`PreflightError` listing every problem the pending ``steps`` would meet."""
+    problems = find_problems(ctx, steps)
+    if problems:
+        raise PreflightError(problems)
