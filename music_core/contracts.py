@@ -41,6 +41,18 @@ class ChatClient(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What a later stage of ``music run`` would fail on, found before its first call (the
+    preflight, :mod:`music_core.preflight`): the config ``key`` to fix and what is wrong."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
 class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
     """Base of every registered component: a ``name`` and the uniform constructor."""
 
@@ -146,6 +158,7 @@ class SeedSource(Component):
     """Loads conversations (seeds, Best-of-N prompts) and/or preference pairs (original data)."""
 
     provides: ClassVar[tuple[str, ...]] = ("conversations",)
+    needs_path: ClassVar[bool] = False  # True: a config without ``path`` is a problem the preflight names
 
     def require(self, what: str, key: str) -> SeedSource:
         """Stop at once, naming the config key, when this source cannot give ``what``."""
@@ -155,6 +168,25 @@ class SeedSource(Component):
             raise ConfigError(f"config key '{key}': seed source {self.name!r} provides {list(self.provides)}, "
                               f"not {what}")
         return self
+
+    @classmethod
+    def required_columns(cls, cfg: DataSourceConfig, what: str) -> tuple[str, ...]:
+        """The columns every record of ``cfg.path`` needs for ``what`` (``conversations`` or
+        ``pairs``); ``"a|b"``: one of them. The preflight looks for them in the first rows."""
+        return ()
+
+    @classmethod
+    def preflight(cls, cfg: DataSourceConfig, key: str, what: str) -> list[Problem]:
+        """What loading ``what`` from ``cfg`` (the section at config ``key``) would fail on, known
+        before the run: by default its ``path``, when set, must resolve (a local file or folder,
+        or a hub dataset that is cached or reachable) with :meth:`required_columns` in its first
+        rows. A source that reads no path returns []."""
+        if not cfg.path:
+            return [Problem(f"{key}.path", f"seed source {cls.name!r} needs a path (a local file or folder, or a "
+                                           "hub id)")] if cls.needs_path else []
+        from .preflight import check_data
+
+        return check_data(cfg.path, f"{key}.path", split=cfg.split, columns=cls.required_columns(cfg, what))
 
     def load_conversations(self, cfg: DataSourceConfig) -> list[Conversation]:
         raise NotImplementedError(f"seed source {self.name!r} provides no conversations")
@@ -261,11 +293,32 @@ class TrainResult:
     description: str = ""
 
 
+@dataclass
+class Seen:
+    """What a reward model saw of one conversation it scored. ``cut``: something was cut away to
+    fit its ``max_length``; ``first_turn_cut``: the whole first user turn is gone (a defect there
+    cannot be scored); ``tokens``: the length it was scored at."""
+
+    tokens: int
+    cut: bool = False
+    first_turn_cut: bool = False
+
+
 class RewardScorer(ABC):
     """A trained reward model: conversations in, one scalar each out."""
 
     @abstractmethod
     def score(self, conversations: list[list[Message]]) -> list[float]: ...
+
+    def score_seen(self, conversations: list[list[Message]]) -> tuple[list[float], list[Seen] | None]:
+        """Rewards and what the model saw of each conversation (None: this scorer cannot say;
+        reports then say the truncation is unknown). Override to report truncation."""
+        return self.score(conversations), None
+
+    def limits(self) -> dict[str, Any]:
+        """The lengths that decide truncation, for reports: ``max_length`` (what conversations are
+        cut to) and ``backbone_max_length`` (the model's own limit), where known."""
+        return {}
 
 
 class Trainer(Component):
@@ -292,6 +345,13 @@ class Trainer(Component):
     def describe(cls, cfg: Any) -> str:
         """One line for plans and reports: what this trainer will train with ``cfg``."""
         return cls.name
+
+    @classmethod
+    def preflight(cls, cfg: Any) -> list[Problem]:
+        """What training with this ``train`` section would fail on that is known before the run's
+        first call (the memory plan does not fit the GPUs, the backbone is not on this machine);
+        ``music run`` refuses to start on any. Each problem names its ``train.*`` key."""
+        return []
 
     @abstractmethod
     def train(self, cfg: TrainConfig) -> TrainResult: ...
@@ -424,6 +484,25 @@ class Evaluator(Component):
     def skip_reason(cls, section: Any) -> str | None:
         """Why ``music run`` should pass over this evaluator (no data configured), or None."""
         return None
+
+    #: the section's keys that name its data (a local path or a hub id), for the default preflight
+    data_keys: ClassVar[tuple[str, ...]] = ("data", "path")
+
+    @classmethod
+    def preflight(cls, section: Any, ctx: RunContext) -> list[Problem]:
+        """What its run would fail on that is known before ``music run``'s first call, each
+        naming its ``eval.<section>.*`` key (asked only when :meth:`skip_reason` is None). The
+        default: each of ``data_keys`` that holds a local path must exist. Override to check hub
+        ids and required columns (:func:`music_core.preflight.check_data`) or seed sources
+        (:func:`music_core.preflight.check_source`)."""
+        from .preflight import check_data
+
+        problems: list[Problem] = []
+        for attr in cls.data_keys:
+            value = getattr(section, attr, None)
+            if isinstance(value, str) and value:
+                problems += check_data(value, f"eval.{cls.section_name()}.{attr}", local_only=True)
+        return problems
 
     @abstractmethod
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport: ...

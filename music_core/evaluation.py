@@ -11,6 +11,7 @@ from .contracts import EvalReport, RewardModel, RewardScorer
 from .errors import ConfigError, MusicError
 from .jsonl import write_text_atomic
 from .paths import RM_MARKER, RUN_RMS
+from .records import describe_read
 
 
 def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
@@ -55,13 +56,31 @@ def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, s
 
 
 def run_evaluator(ctx: Any, name: str, reward_models: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one evaluator under the record rule: what its readers read, kept and skipped goes into
+    ``results.json`` (``n_total``, ``n_scored``, ``n_skipped``, ``records``) and the report, and
+    every skipped record into ``skipped_records.jsonl`` beside them."""
     rms = resolve_reward_models(ctx, reward_models)
     evaluator = ctx.component("evaluator", name)
     handles = {rm: RewardModel(path, rm, lambda p, bs: load_scorer(ctx, p, bs)) for rm, path in rms.items()}
-    report: EvalReport = evaluator.run(handles)
+    with ctx.reading(f"eval {name}") as tally:
+        report: EvalReport = evaluator.run(handles)
+    side = tally.write_side_file(ctx.paths.eval_skipped(name))
+    read = {"n_total": tally.read, "n_scored": report.results.get("n_scored", tally.kept),
+            "n_skipped": tally.n_skipped, "records": {**tally.summary(), "skipped_file": str(side) if side else None}}
     results_path, md_path = ctx.paths.eval_results(name), ctx.paths.eval_report(name)
-    write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results},
+    write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results, **read},
                                                indent=2, default=str) + "\n")
-    write_text_atomic(md_path, report.markdown)
+    write_text_atomic(md_path, with_read_line(report.markdown, read, side))
     return {"results_path": str(results_path), "markdown_path": str(md_path), "figures": report.figures,
             "report": report}
+
+
+def with_read_line(markdown: str, read: dict[str, Any], side: Path | None) -> str:
+    """The evaluator's Markdown with 'Records: read N, kept K, skipped S ...' under its heading."""
+    if not read["n_total"]:
+        return markdown
+    line = f"Records: {describe_read(read['records'])}; {read['n_scored']} items scored."
+    if side:
+        line += f" Skipped records are listed in `{side}`."
+    head, sep, rest = markdown.partition("\n")
+    return f"{head}\n\n{line}\n{rest}" if sep and head.startswith("#") else f"{line}\n\n{markdown}"

@@ -21,11 +21,12 @@ from typing import Any
 
 from music_core import progress
 from music_core.config import resolve_user_simulator
-from music_core.contracts import EvalReport, Evaluator, RewardModel
+from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Conversation, Message
 from music_core.errors import ConfigError
 from music_core.jsonl import write_jsonl_atomic
 from music_core.judging import JudgedPair, judge_both_orders
+from music_core.scoring import items_seen, truncation, truncation_lines
 
 from .options import BonConfig, PromptSetConfig
 from .plots import heatmap
@@ -69,6 +70,14 @@ class BestOfN(Evaluator):
             raise ConfigError("config key 'eval.bon.n': must be a non-empty list of N >= 1")
         if section.turns < 1:
             raise ConfigError("config key 'eval.bon.turns': must be at least 1")
+
+    @classmethod
+    def preflight(cls, section: Any, ctx: Any) -> list[Any]:
+        """Each prompt set's source is registered, gives conversations, and its data resolves."""
+        from music_core.preflight import check_source
+
+        return [p for name, ps in section.prompt_sets.items()
+                for p in check_source(ctx, ps, f"eval.bon.prompt_sets.{name}", "conversations")]
 
     @classmethod
     def describe(cls, section: Any) -> str:
@@ -124,10 +133,15 @@ class BestOfN(Evaluator):
         bigger = [n for n in ns if n > 1]
         sem = asyncio.Semaphore(max(1, cfg.concurrency))
 
+        seen: dict[str, list[Seen] | None] = {name: [] for name in scorers}  # per pool: what the RM saw
+
         async def score(rm: str, convs: list[list[Message]]) -> list[float]:
             def work() -> list[float]:
                 with locks[rm]:  # one forward at a time per model; the event loop stays free
-                    return scorers[rm].score(convs)
+                    rewards, s = scorers[rm].score_seen(convs)
+                    pools = seen[rm]
+                    seen[rm] = None if s is None or pools is None else pools + (items_seen(s, [range(len(s))]) or [])
+                    return rewards
 
             return await asyncio.to_thread(work)
 
@@ -218,7 +232,8 @@ class BestOfN(Evaluator):
         results = {"rows": rows, "prompts": len(prompts), "turns": cfg.turns, "n": ns,
                    "judge": judge_stats(cfg.judge, verdicts), "candidates": candidate_stats(dialogues),
                    "dialogues_path": str(out / "dialogues.jsonl"), "judgements_path": str(out / "judgements.jsonl"),
-                   "usage": usage}
+                   "usage": usage, "n_scored": len(prompts),
+                   "truncation": {rm: truncation(seen[rm], scorers[rm].limits()) for rm in scorers}}
         results["information"] = information(results)
         return EvalReport(self.name, results, to_markdown(results, figure), [figure] if figure else [])
 
@@ -293,6 +308,7 @@ def to_markdown(r: dict[str, Any], figure: str | None) -> str:
     for row in r["rows"]:
         lines.append(f"| {row['comparison']} | {row['prompt_set']} | {row['n']} | {row['win_rate']:.3f} | "
                      f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}] | {row['wins']} / {row['ties']} / {row['losses']} |")
+    lines += truncation_lines(r.get("truncation", {}))  # an item here is one candidate pool
     if figure:
         lines += ["", f"![win rates]({Path(figure).name})"]  # beside this report; the run report re-roots it
     return "\n".join(lines) + "\n"

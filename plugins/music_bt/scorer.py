@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from music_core.contracts import RewardScorer
+from music_core.contracts import RewardScorer, Seen
 from music_core.data import Message
 from music_core.errors import MusicError
 
@@ -90,6 +90,16 @@ class HFRewardScorer(RewardScorer):
 
     def score(self, conversations: list[list[Message]]) -> list[float]:
         return self.score_ids([self.encoder.encode(c).ids for c in conversations])
+
+    def score_seen(self, conversations: list[list[Message]]) -> tuple[list[float], list[Seen] | None]:
+        encoded = [self.encoder.encode(c) for c in conversations]
+        seen = [Seen(len(e.ids), bool(e.dropped_turns or e.cut_tokens), e.dropped_turns > 0) for e in encoded]
+        return self.score_ids([e.ids for e in encoded]), seen
+
+    def limits(self) -> dict[str, Any]:
+        backbone = [x for x in (getattr(self.model.config, "max_position_embeddings", None),
+                                self.tok.model_max_length if self.tok.model_max_length < 1e6 else None) if x]
+        return {"max_length": self.encoder.max_length, "backbone_max_length": min(backbone) if backbone else None}
 
     def score_ids(self, encoded: list[list[int]]) -> list[float]:
         """Rewards of already-encoded sequences (the benchmarks and the export check use this)."""

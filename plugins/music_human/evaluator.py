@@ -12,10 +12,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from music_core import contamination, progress
-from music_core.contracts import EvalReport, Evaluator, RewardModel
+from music_core import contamination
+from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Message
 from music_core.errors import ConfigError
+from music_core.scoring import (
+    items_seen,
+    score_conversations,
+    scoring_task,
+    truncation,
+    truncation_lines,
+)
 from music_core.stats import accuracy, paired_table, say_paired
 
 from .schema import TURN_BUCKETS, Comparison, read, turn_bucket
@@ -32,6 +39,12 @@ def unavailable(data: str | None, key: str) -> str | None:
     if offline and not _in_hub_cache(data):
         return f"{data} is not available offline: pass a local path with eval.{key}.data"
     return None
+
+
+def licence_of(data: str | None, dataset: str, licence: str) -> str:
+    """A dataset's licence is stated only when the data was read from its hub id; a local file's
+    licence is whatever its source says."""
+    return licence if data == dataset else "a local file: its licence is as its source says"
 
 
 def _in_hub_cache(hub_id: str) -> bool:
@@ -65,6 +78,14 @@ class HumanPreferenceEvaluator(Evaluator):
         return unavailable(section.data, cls.section_name())
 
     @classmethod
+    def preflight(cls, section: Any, ctx: Any) -> list[Any]:
+        """The data resolves, with the dataset's required columns in its first rows."""
+        from music_core.preflight import check_data
+
+        return check_data(section.data, f"eval.{cls.section_name()}.data", split=section.split, name=section.name,
+                          columns=cls.required) if section.data else []
+
+    @classmethod
     def check_config(cls, section: Any, cfg: Any) -> None:
         if section.tie_margin < 0:
             raise ConfigError(f"config key 'eval.{cls.section_name()}.tie_margin': must be >= 0")
@@ -93,13 +114,19 @@ class HumanPreferenceEvaluator(Evaluator):
             items = [it for it, out in zip(items, leave) if not out]
         diffs = self.score(items, reward_models)
         results: dict[str, Any] = {"dataset": self.dataset, "data": cfg.data, "split": cfg.split, "rows": rows,
-                                   "items": len(items), "dropped": dropped, "contamination": contaminated,
-                                   "tie_margin": cfg.tie_margin, "licence": self.licence, "models": {}}
+                                   "items": len(items), "n_scored": len(items), "dropped": dropped,
+                                   "contamination": contaminated, "tie_margin": cfg.tie_margin,
+                                   "licence": licence_of(cfg.data, self.dataset, self.licence), "models": {},
+                                   "truncation": {}}
         decided = [i for i, it in enumerate(items) if it.winner != "tie"]
         hits: dict[str, list[int]] = {}
         for name, d in diffs.items():
             hits[name] = [int((d[i] > 0) if items[i].winner == "a" else (d[i] < 0)) for i in decided]
             results["models"][name] = self.model_figures(items, decided, hits[name], d)
+            per_item: list[int | None] = [None] * len(items)
+            for k, i in enumerate(decided):
+                per_item[i] = hits[name][k]
+            results["truncation"][name] = truncation(*self.seen[name], per_item)
         results["paired"] = paired_table(hits, cfg.bootstrap, cfg.seed)
         multi = [k for k, i in enumerate(decided) if items[i].user_turns >= 2]
         results["paired_multi_turn"] = paired_table({n: [h[k] for k in multi] for n, h in hits.items()},
@@ -110,19 +137,21 @@ class HumanPreferenceEvaluator(Evaluator):
         return EvalReport(self.name, results, self.markdown(results))
 
     def score(self, items: list[Comparison], reward_models: dict[str, RewardModel]) -> dict[str, list[float]]:
-        """r(A) - r(B) per item and RM, each distinct conversation scored once (packed scorer)."""
+        """r(A) - r(B) per item and RM, each distinct conversation scored once (packed scorer);
+        what each RM could not see goes to ``self.truncation``."""
         unique: dict[str, list[Message]] = {}
         for it in items:
             for conv in (it.a, it.b):
                 unique.setdefault(json.dumps(conv, ensure_ascii=False), conv)
-        keys = list(unique)
+        index = {k: i for i, k in enumerate(unique)}
+        pairs = [(index[json.dumps(it.a, ensure_ascii=False)], index[json.dumps(it.b, ensure_ascii=False)]) for it in items]
         out: dict[str, list[float]] = {}
-        task = progress.Task(self.name, total=len(reward_models), unit="RMs")
+        self.seen: dict[str, tuple[list[Seen] | None, dict[str, Any]]] = {}
+        task = scoring_task(self.name, len(unique), len(reward_models))
         for name, rm in reward_models.items():
-            rewards = dict(zip(keys, rm.scorer(self.section.batch_size).score([unique[k] for k in keys])))
-            out[name] = [rewards[json.dumps(it.a, ensure_ascii=False)] - rewards[json.dumps(it.b, ensure_ascii=False)]
-                         for it in items]
-            task.advance(1)
+            scored = score_conversations(rm.scorer(self.section.batch_size), list(unique.values()), task)
+            out[name] = [scored.rewards[a] - scored.rewards[b] for a, b in pairs]
+            self.seen[name] = (items_seen(scored.seen, pairs), scored.limits)
         task.close()
         return out
 
@@ -162,6 +191,7 @@ class HumanPreferenceEvaluator(Evaluator):
             for name, m in r["models"].items():
                 lines.append(f"| {name} | " + " | ".join(_acc(m["by_language"].get(k)) for k in languages) + " |")
         lines += paired_lines(r)
+        lines += truncation_lines(r.get("truncation", {}))
         return "\n".join(lines) + "\n"
 
     def title(self) -> str:

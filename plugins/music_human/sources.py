@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from music_core.data import Message
+from music_core.records import UnusableRecord
 
 from .schema import Comparison, messages_of, user_turns, valid, winner_of
 
@@ -15,15 +16,13 @@ def _context(raw: Any, column: str) -> list[Message]:
     return [{"role": "user", "content": raw}] if isinstance(raw, str) else messages_of(raw, column)
 
 
-def _sides(context: list[Message], first: Any, second: Any, dropped: Counter[str]) -> tuple[list, list] | None:
-    """The context followed by each answer; an empty answer drops the row (counted)."""
+def _sides(context: list[Message], first: Any, second: Any) -> tuple[list, list]:
+    """The context followed by each answer. An empty answer is what a model said and people
+    judged: it is scored (an RM should rank it low), never dropped."""
     if not context or context[-1]["role"] != "user":
-        raise ValueError("the context must end with a user turn")
+        raise UnusableRecord("role_order", "the context must end with a user turn")
     if not isinstance(first, str) or not isinstance(second, str):
-        raise ValueError("the responses must be strings")
-    if not first.strip() or not second.strip():
-        dropped["an empty response"] += 1
-        return None
+        raise UnusableRecord("invalid", "the responses must be strings")
     a = valid(context + [{"role": "assistant", "content": first}], "response A")
     b = valid(context + [{"role": "assistant", "content": second}], "response B")
     return a, b
@@ -42,9 +41,7 @@ def helpsteer3(rec: dict[str, Any], i: int, section: Any, dropped: Counter[str])
     if abs(pref) < section.min_abs_preference:
         dropped[f"|overall_preference| below eval.helpsteer3.min_abs_preference ({section.min_abs_preference})"] += 1
         return None
-    sides = _sides(context, rec["response1"], rec["response2"], dropped)  # type: ignore[arg-type]
-    if sides is None:
-        return None
+    sides = _sides(context, rec["response1"], rec["response2"])
     return Comparison(str(rec.get("id") or i), sides[0], sides[1], "a" if pref < 0 else "b", user_turns(context),
                       rec.get("language"), str(pref), {"domain": rec.get("domain")})
 
@@ -83,14 +80,8 @@ def arena(rec: dict[str, Any], i: int, section: Any, dropped: Counter[str]) -> C
     """lmsys/chatbot_arena_conversations and lmarena-ai/arena-human-preference-*: whole
     conversations (messages, messages JSON-encoded in a string, or content as typed parts) and
     a winner: model_a, model_b, tie, tie (bothbad), both_bad."""
-    try:
-        a = valid(messages_of(rec["conversation_a"], "conversation_a"), "conversation_a")
-        b = valid(messages_of(rec["conversation_b"], "conversation_b"), "conversation_b")
-    except ValueError as exc:
-        if "empty" not in str(exc):
-            raise
-        dropped["an empty message"] += 1
-        return None
+    a = valid(messages_of(rec["conversation_a"], "conversation_a"), "conversation_a")
+    b = valid(messages_of(rec["conversation_b"], "conversation_b"), "conversation_b")
     turns = int(rec["turn"]) if rec.get("turn") else user_turns(a)
     rid = rec.get("question_id") or rec.get("id") or i
     return Comparison(str(rid), a, b, winner_of(rec["winner"]), turns, rec.get("language"), str(rec["winner"]))
@@ -100,9 +91,7 @@ def ppe(rec: dict[str, Any], i: int, section: Any, dropped: Counter[str]) -> Com
     """lmarena-ai/PPE-Human-Preference-V1: ``prompt`` (earlier turns included where there were
     any), ``response_1`` (model_a's), ``response_2``; ``conv_metadata.turns`` counts the turns."""
     context = _context(rec["prompt"], "prompt")
-    sides = _sides(context, rec["response_1"], rec["response_2"], dropped)  # type: ignore[arg-type]
-    if sides is None:
-        return None
+    sides = _sides(context, rec["response_1"], rec["response_2"])
     meta: dict[str, Any] = rec["conv_metadata"] if isinstance(rec.get("conv_metadata"), dict) else {}
     turns = int(meta.get("turns") or user_turns(context))
     return Comparison(str(rec.get("question_id") or i), sides[0], sides[1], winner_of(rec["winner"]), turns,

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from music_core.audit.labels import VERDICTS, LabelLog, shown_order
 from music_core.errors import RecordError
+from music_core.scoring import describe_truncation
 
 from . import view
 
@@ -47,7 +48,8 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
             "rm_scored": rewards.scored(), "audited": bool(store.audit),
             "strategies": sorted({x["strategy"] for x in s}), "sources": sorted({x["source"] for x in s}),
             "turns": sorted({x["num_turns"] for x in s}), "verdicts": sorted({x["audit"] for x in s}),
-            "warnings": labels.warnings})
+            "warnings": labels.warnings, "skipped": store.skipped(),
+            "truncation": {rm: describe_truncation(rm, t).lstrip("- ") for rm, t in rewards.truncation().items()}})
 
     async def pairs(request: Request) -> Response:
         q = request.query_params
@@ -61,7 +63,8 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
         if blind:
             filters = {}  # filtering by what reveals the label would unblind the labeller
         if not filters:  # the first pages need no index: straight from the file
-            rows = [_row(i, store.get(i), blind) for i in range(offset, min(store.count, offset + limit))]
+            rows = [_row(i, store.get(i), blind) for i in range(offset, min(store.count, offset + limit))
+                    if store.usable(i)]  # an unusable line is left out (counted in /api/meta)
             return JSONResponse({"total": store.count, "offset": offset, "rows": rows, "complete": True})
         if not store.ready():
             return JSONResponse({"total": None, "offset": offset, "rows": [], "complete": False,
@@ -91,14 +94,18 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
         return {k: v for k, v in s.items() if k != "text"}
 
     async def pair(request: Request) -> Response:
+        q = request.query_params
         try:
-            i = int(request.path_params["index"])
-            p = store.get(i)
-        except (ValueError, IndexError):
-            return error(404, f"no pair {request.path_params['index']} (the file holds {store.count})")
+            found = store.nearest(int(request.path_params["index"]), -1 if q.get("dir") == "-1" else 1)
+        except ValueError:
+            found = None
         except RecordError as exc:
             return error(500, str(exc))
-        q = request.query_params
+        if found is None:  # out of range, or only skipped lines that way
+            skipped = store.skipped()["count"]
+            return error(404, f"no pair {request.path_params['index']} (the file holds {store.count}"
+                              + (f", {skipped} skipped as unusable)" if skipped else ")"))
+        i, p = found
         if q.get("mode") == "label":
             who = q.get("labeller", "").strip()
             if not who:
@@ -114,7 +121,7 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
             return error(422, "labeller: a name is required")
         done = labels.labelled_by(who)
         for i in range(store.count):  # ids are parsed in order, only as far as needed
-            if store.get(i).id not in done:
+            if store.usable(i) and store.get(i).id not in done:
                 return JSONResponse({"index": i, "labelled": len(done)})
         return JSONResponse({"index": store.count - 1, "labelled": len(done), "all_done": True})
 
@@ -144,7 +151,7 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
         if problems:
             return error(422, "; ".join(problems))
         assert isinstance(pid, str) and isinstance(who, str) and isinstance(verdict, str) and isinstance(note, str)
-        if store.get(index).id != pid:
+        if not store.usable(index) or store.get(index).id != pid:
             return error(409, f"pair {index} is not {pid!r}: the file changed, reload the page")
         order = shown_order(pid, who.strip(), seed)  # the server's order, never the client's word
         record = labels.append(pid, who.strip(), verdict, order, note, seed)

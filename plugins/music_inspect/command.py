@@ -49,6 +49,7 @@ def inspect(run_dir, pairs_file, port, host, rms, seed, config_path, overrides):
 
     from music_core.audit.labels import LabelLog
     from music_core.cli import load_cli_config
+    from music_core.records import RecordPolicy
 
     from .app import build_app
     from .scores import RewardView
@@ -56,7 +57,7 @@ def inspect(run_dir, pairs_file, port, host, rms, seed, config_path, overrides):
 
     cfg = load_cli_config(config_path, overrides)
     path, audit = locate(run_dir, pairs_file, cfg.run.output_dir)
-    store = PairStore(path, audit)
+    store = PairStore(path, audit, RecordPolicy.of(cfg))
     labels = LabelLog(path.parent / "labels.jsonl")
     for w in labels.warnings:
         click.echo(f"warning: {w}", err=True)

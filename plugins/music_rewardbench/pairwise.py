@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from music_core import contamination
-from music_core.contracts import EvalReport, Evaluator, RewardModel
+from music_core.contracts import EvalReport, Evaluator, Problem, RewardModel
 from music_core.data import PreferencePair
 from music_core.errors import MusicError
 from music_core.formats import load_pairs
+from music_core.scoring import (
+    items_seen,
+    score_conversations,
+    scoring_task,
+    truncation,
+    truncation_lines,
+)
 from music_core.stats import paired_table, say_paired
 
 from .options import PairwiseEvalConfig
@@ -39,20 +46,28 @@ class PairwiseAccuracy(Evaluator):
     def describe(cls, section: Any) -> str:
         return f"pairwise accuracy on {section.data or 'the mix eval split'}"
 
+    @classmethod
+    def preflight(cls, section: Any, ctx: Any) -> list[Problem]:
+        from music_core.preflight import check_data  # null: the mix's eval split, made by the run
+
+        return check_data(section.data, "eval.pairwise.data", columns=("chosen", "rejected")) if section.data else []
+
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         path = cfg.data or str(self.ctx.mix_dir() / "eval.jsonl")
         if not Path(path).exists() and not cfg.data:
             raise MusicError(f"pairwise-accuracy: {path} not found (run `music mix`, or set eval.pairwise.data)")
-        pairs = load_pairs(path)  # our pairs, or any Skywork/TRL/ShareGPT file; a bad line names file:line
+        pairs = load_pairs(path)  # any preference file (HH transcripts too); unusable records are skipped, counted
         flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
         pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
-        results: dict[str, Any] = {"data": path, "pairs": len(pairs), "contamination": contaminated, "models": {}}
+        results: dict[str, Any] = {"data": path, "pairs": len(pairs), "n_scored": len(pairs),
+                                   "contamination": contaminated, "models": {}, "truncation": {}}
         all_hits: dict[str, list[int]] = {}
+        convs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        task = scoring_task(self.name, len(convs), len(reward_models))
         for name, rm in reward_models.items():
-            scorer = rm.scorer(cfg.batch_size)
-            rc = scorer.score([p.chosen for p in pairs])
-            rr = scorer.score([p.rejected for p in pairs])
+            scored = score_conversations(rm.scorer(cfg.batch_size), convs, task)
+            rc, rr = scored.rewards[:len(pairs)], scored.rewards[len(pairs):]
             groups: dict[str, dict[str, list[int]]] = {"source": defaultdict(list), "strategy": defaultdict(list),
                                                        "first_divergent_turn": defaultdict(list)}
             hits = []
@@ -67,6 +82,9 @@ class PairwiseAccuracy(Evaluator):
                 "accuracy": sum(hits) / len(hits) if hits else float("nan"),
                 **{g: {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(d.items())} for g, d in groups.items()},
             }
+            seen = items_seen(scored.seen, [(i, i + len(pairs)) for i in range(len(pairs))])
+            results["truncation"][name] = truncation(seen, scored.limits, hits)
+        task.close()
         results["paired"] = paired_table(all_hits)
         # per item, so that a sweep can pair two runs' RMs on the items they share
         results["item_hits"] = {name: dict(zip((p.id for p in pairs), h)) for name, h in all_hits.items()}
@@ -81,6 +99,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     for name, m in r["models"].items():
         lines.append(f"| {name} | {m['accuracy']:.3f} | {fmt(m['source'])} | {fmt(m['strategy'])} | {fmt(m['first_divergent_turn'])} |")
     lines += paired_lines(r["paired"])
+    lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"
 
 

@@ -7,11 +7,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from music_core import contamination, progress
-from music_core.contracts import EvalReport, Evaluator, RewardModel
+from music_core import contamination
+from music_core.contracts import EvalReport, Evaluator, Problem, RewardModel
 from music_core.data import Message
-from music_core.errors import ConfigError, RecordError
-from music_core.formats import iter_raw_records
+from music_core.errors import ConfigError
+from music_core.formats import read_each
+from music_core.records import UnusableRecord
+from music_core.scoring import (
+    items_seen,
+    score_conversations,
+    scoring_task,
+    truncation,
+    truncation_lines,
+)
 from music_core.stats import paired_table
 
 from .options import RewardBenchConfig
@@ -21,15 +29,28 @@ from .scoring import EXAMPLE_COUNTS, SECTIONS, section_scores
 BUILTIN = Path(__file__).parent / "data" / "mini.jsonl"
 
 
+def example(rec: Any) -> dict[str, Any]:
+    """One RewardBench record: a prompt (an empty one cannot be scored) and two answers (an empty
+    answer is scored: it is what a model said)."""
+    if not isinstance(rec, dict):
+        raise UnusableRecord("invalid", "record is not an object")
+    missing = [k for k in ("prompt", "chosen", "rejected", "subset") if rec.get(k) is None]
+    if missing:
+        raise UnusableRecord("missing_field", f"RewardBench record lacks {missing}")
+    bad = [k for k in ("prompt", "chosen", "rejected", "subset") if not isinstance(rec[k], str)]
+    if bad:
+        raise UnusableRecord("invalid", f"RewardBench fields {bad} are not strings")
+    if not rec["prompt"].strip():
+        raise UnusableRecord("empty_user_turn", "an empty prompt")
+    if not rec["subset"]:
+        raise UnusableRecord("missing_field", "an empty subset")
+    if rec["chosen"] == rec["rejected"]:
+        raise UnusableRecord("identical_sides", "chosen identical to rejected")
+    return rec
+
+
 def load_examples(path: str, split: str) -> list[dict[str, Any]]:
-    source = str(BUILTIN) if path == "builtin" else path
-    out = []
-    for where, line, rec in iter_raw_records(source, split):
-        missing = [k for k in ("prompt", "chosen", "rejected", "subset") if not isinstance(rec.get(k), str) or not rec.get(k)]
-        if missing:
-            raise RecordError(where, line, f"RewardBench record lacks {missing}")
-        out.append(rec)
-    return out
+    return read_each(str(BUILTIN) if path == "builtin" else path, example, split)
 
 
 class BenchmarkEvaluator(Evaluator):
@@ -45,6 +66,17 @@ class BenchmarkEvaluator(Evaluator):
     @classmethod
     def skip_reason(cls, section: Any) -> str | None:
         return None if section.path else f"eval.{cls.section_name()}.path is null"
+
+    @classmethod
+    def preflight(cls, section: Any, ctx: Any) -> list[Problem]:
+        """The data resolves (a local path, or a hub id cached or reachable) with the columns of
+        its schema (RewardBench v1 and 2 name the same ones)."""
+        from music_core.preflight import check_data
+
+        if section.path == "builtin":
+            return []
+        return check_data(section.path, f"eval.{cls.section_name()}.path", split=section.split,
+                          columns=("prompt", "chosen", "rejected", "subset"))
 
 
 class RewardBench(BenchmarkEvaluator):
@@ -68,10 +100,12 @@ class RewardBench(BenchmarkEvaluator):
                                         for e in examples]
         per_rm: dict[str, Any] = {}
         hits: dict[str, list[int]] = {}
-        task = progress.Task("rewardbench", total=len(reward_models))
+        blocks: dict[str, Any] = {}
+        n = len(examples)
+        task = scoring_task(self.name, 2 * n, len(reward_models))
         for name, rm in reward_models.items():
-            scorer = rm.scorer(cfg.batch_size)
-            rc, rr = scorer.score(convs_c), scorer.score(convs_r)  # the scorer sorts by length itself
+            scored = score_conversations(rm.scorer(cfg.batch_size), convs_c + convs_r, task)
+            rc, rr = scored.rewards[:n], scored.rewards[n:]  # the scorer sorts by length itself
             correct: dict[str, list[int]] = defaultdict(list)
             hits[name] = [1 if c > r else 0 for c, r in zip(rc, rr)]  # a tie is wrong
             for e, h in zip(examples, hits[name]):
@@ -80,9 +114,10 @@ class RewardBench(BenchmarkEvaluator):
             per_rm[name] = {"subset_accuracy": acc, "subset_counts": {s: len(v) for s, v in correct.items()},
                             "sections": section_scores(acc),
                             "unknown_subsets": sorted(s for s in acc if s not in EXAMPLE_COUNTS)}
-            task.advance(1)
+            blocks[name] = truncation(items_seen(scored.seen, [(i, i + n) for i in range(n)]), scored.limits, hits[name])
         task.close()
-        results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "models": per_rm,
+        results = {"data": cfg.path, "split": cfg.split, "examples": n, "n_scored": n, "models": per_rm,
+                   "truncation": blocks,
                    "contamination": contaminated, "paired": paired_by_section(examples, hits),
                    "note": ("'builtin' is a 46-example set in RewardBench's schema written for this project, "
                             "two per subset: a smoke test of the pipeline, not RewardBench") if cfg.path == "builtin" else ""}
@@ -109,4 +144,5 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += ["", contamination.describe(r["contamination"]) + "."]
     for section, rows in r["paired"].items():
         lines += paired_lines(rows, f"{section}: ")
+    lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"

@@ -8,11 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from music_core import contamination, progress
+from music_core import contamination
 from music_core.contracts import EvalReport, RewardModel
 from music_core.data import Message
-from music_core.errors import ConfigError, RecordError
-from music_core.formats import iter_raw_records
+from music_core.errors import ConfigError
+from music_core.formats import read_each
+from music_core.records import UnusableRecord
+from music_core.scoring import (
+    items_seen,
+    score_conversations,
+    scoring_task,
+    truncation,
+    truncation_lines,
+)
 from music_core.stats import paired_table
 
 from .options import RewardBench2Config
@@ -23,22 +31,31 @@ from .scoring_v2 import SUBSETS_V2, example_result, subset_scores
 BUILTIN = Path(__file__).parent / "data" / "mini_v2.jsonl"
 
 
+def example_v2(rec: Any) -> dict[str, Any]:
+    """One RewardBench 2 record; an empty completion is scored (it is what a model said)."""
+    if not isinstance(rec, dict):
+        raise UnusableRecord("invalid", "record is not an object")
+    missing = [k for k in ("prompt", "subset", "chosen", "rejected") if rec.get(k) is None]
+    if missing:
+        raise UnusableRecord("missing_field", f"RewardBench 2 record lacks {missing}")
+    problems = [k for k in ("prompt", "subset") if not isinstance(rec.get(k), str) or not rec.get(k)]
+    problems += [k for k in ("chosen", "rejected") if not isinstance(rec.get(k), list) or not rec.get(k)
+                 or not all(isinstance(x, str) for x in rec[k])]
+    if problems:
+        reason = "empty_user_turn" if problems == ["prompt"] and isinstance(rec["prompt"], str) else "invalid"
+        raise UnusableRecord(reason, f"RewardBench 2 record lacks or has a bad {problems} "
+                                     f"(chosen and rejected are lists of completions)")
+    if not rec["prompt"].strip():
+        raise UnusableRecord("empty_user_turn", "an empty prompt")
+    rec = dict(rec)
+    rec["num_correct"] = int(rec.get("num_correct") or len(rec["chosen"]))
+    if str(rec["subset"]).lower() == "ties" and ":" not in str(rec.get("id", "")):
+        raise UnusableRecord("invalid", "a Ties record needs an id of the form ref:N or tied:N")
+    return rec
+
+
 def load_examples_v2(path: str, split: str) -> list[dict[str, Any]]:
-    source = str(BUILTIN) if path == "builtin" else path
-    out = []
-    for where, line, rec in iter_raw_records(source, split):
-        problems = [k for k in ("prompt", "subset") if not isinstance(rec.get(k), str) or not rec.get(k)]
-        problems += [k for k in ("chosen", "rejected") if not isinstance(rec.get(k), list) or not rec.get(k)
-                     or not all(isinstance(x, str) for x in rec[k])]
-        if problems:
-            raise RecordError(where, line, f"RewardBench 2 record lacks or has a bad {problems} "
-                                           f"(chosen and rejected are lists of completions)")
-        rec = dict(rec)
-        rec["num_correct"] = int(rec.get("num_correct") or len(rec["chosen"]))
-        if str(rec["subset"]).lower() == "ties" and ":" not in str(rec.get("id", "")):
-            raise RecordError(where, line, "a Ties record needs an id of the form ref:N or tied:N")
-        out.append(rec)
-    return out
+    return read_each(str(BUILTIN) if path == "builtin" else path, example_v2, split)
 
 
 class RewardBench2(BenchmarkEvaluator):
@@ -65,22 +82,26 @@ class RewardBench2(BenchmarkEvaluator):
                 owner.append(i)
         per_rm: dict[str, Any] = {}
         hits: dict[str, list[int]] = {}
-        task = progress.Task("rewardbench-2", total=len(reward_models), unit="models")
+        blocks: dict[str, Any] = {}
+        task = scoring_task(self.name, len(convs), len(reward_models))
+        members: list[list[int]] = [[] for _ in examples]
+        for k, i in enumerate(owner):
+            members[i].append(k)
         for name, rm in reward_models.items():
-            scorer = rm.scorer(cfg.batch_size)
-            flat = scorer.score(convs)
-            scores: list[list[float]] = [[] for _ in examples]
-            for i, s in zip(owner, flat):
-                scores[i].append(s)
+            scored = score_conversations(rm.scorer(cfg.batch_size), convs, task)
+            scores: list[list[float]] = [[scored.rewards[k] for k in idx] for idx in members]
             # paired per example: right when a correct completion alone has the best score (Ties is a
             # per-prompt score of its own and stays out of the paired test)
             hits[name] = [int(example_result(sc) == 1.0) for e, sc in zip(examples, scores) if e["subset"].lower() != "ties"]
             per_rm[name] = {"subsets": {k: 100 * v for k, v in subset_scores(examples, scores).items()},
                             "subset_counts": {s: sum(1 for e in examples if e["subset"] == s)
                                               for s in sorted({e["subset"] for e in examples})}}
-            task.advance(1)
+            per_item = [int(example_result(sc) == 1.0) if e["subset"].lower() != "ties" else None
+                        for e, sc in zip(examples, scores)]
+            blocks[name] = truncation(items_seen(scored.seen, members), scored.limits, per_item)
         task.close()
-        results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "completions": len(convs),
+        results = {"data": cfg.path, "split": cfg.split, "examples": len(examples), "n_scored": len(examples),
+                   "completions": len(convs), "truncation": blocks,
                    "models": per_rm, "contamination": contaminated, "paired": paired_table(hits),
                    "note": ("'builtin' is a smoke set in RewardBench 2's schema written for this project (two "
                             "prompts per subset): it checks the pipeline, it is not RewardBench 2") if cfg.path == "builtin" else ""}
@@ -95,4 +116,5 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{m['subsets'][c]:.1f}" if c in m["subsets"] else "–" for c in cols) + " |")
     lines += ["", contamination.describe(r["contamination"]) + "."]
     lines += paired_lines(r["paired"], "examples outside Ties: ")
+    lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"

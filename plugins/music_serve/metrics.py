@@ -69,6 +69,10 @@ class Metrics:
     def __init__(self) -> None:
         self.requests = Counter("music_serve_requests_total", "requests by route and status", "route,status")
         self.sequences = Counter("music_serve_sequences_total", "sequences scored", "model")
+        self.truncated = Counter("music_serve_truncated_total", "sequences cut to fit the model's max_length "
+                                 "(oldest turns dropped, or the front cut)", "model")
+        self.first_turn_cut = Counter("music_serve_first_turn_cut_total", "conversations whose whole first "
+                                      "exchange was dropped to fit max_length", "model")
         self.scorer_errors = Counter("music_serve_scorer_errors_total", "batches whose scoring failed", "model")
         self.queue_depth = Gauge("music_serve_queue_depth", "sequences waiting to be scored", "model")
         self.batch_size = Histogram("music_serve_batch_size", "sequences per scoring batch", SIZE_BUCKETS)
@@ -76,6 +80,7 @@ class Metrics:
         self.request_seconds = Histogram("music_serve_request_seconds", "seconds per request, by route", LATENCY_BUCKETS)
 
     def render(self) -> str:
-        parts: list[Counter | Histogram] = [self.requests, self.sequences, self.scorer_errors, self.queue_depth,
+        parts: list[Counter | Histogram] = [self.requests, self.sequences, self.truncated, self.first_turn_cut,
+                                            self.scorer_errors, self.queue_depth,
                                             self.batch_size, self.batch_seconds, self.request_seconds]
         return "\n".join(line for p in parts for line in p.render()) + "\n"

@@ -20,6 +20,7 @@ from .metrics import Metrics
 class Encoded:
     ids: list[int]
     truncated: bool
+    first_turn_cut: bool = False  # the whole first exchange was dropped to fit max_length
 
 
 class RewardService:
@@ -27,7 +28,7 @@ class RewardService:
         if not (hasattr(scorer, "encoder") and hasattr(scorer, "score_ids")):
             raise MusicError(f"reward model {name!r} ({path}): its scorer ({type(scorer).__name__}) does not expose the "
                              f"training encoder and score_ids, which serving needs")
-        self.name, self.path, self.scorer = name, path, scorer
+        self.name, self.path, self.scorer, self.metrics = name, path, scorer, metrics
         self.encoder = scorer.encoder
         self.queue = BatchQueue(name, scorer.score_ids, metrics, **queue)
         cfg = Path(path) / "config.json"
@@ -40,7 +41,7 @@ class RewardService:
 
     def encode_messages(self, messages: list[Message]) -> Encoded:
         e = self.encoder.encode(messages)
-        return Encoded(e.ids, bool(e.dropped_turns or e.cut_tokens))
+        return Encoded(e.ids, bool(e.dropped_turns or e.cut_tokens), e.dropped_turns > 0)
 
     def encode_text(self, text: str) -> Encoded:
         """Already-templated text (OpenRLHF's queries, vLLM's inputs): tokenized as training
@@ -50,6 +51,9 @@ class RewardService:
         return Encoded(ids[cut:], cut > 0)
 
     async def score(self, encoded: list[Encoded]) -> list[float]:
+        # what the model could not see, for /metrics: a cut conversation lost its oldest turns
+        self.metrics.truncated.inc(self.name, by=sum(e.truncated for e in encoded))
+        self.metrics.first_turn_cut.inc(self.name, by=sum(e.first_turn_cut for e in encoded))
         return await self.queue.submit([e.ids for e in encoded])
 
     def normalize(self, r: float) -> float:

@@ -32,9 +32,12 @@ async function loadMeta() {
     sel.value = keep;
   }
   $("f-disagree").disabled = !m.rms.length;
+  const sk = m.skipped || { count: 0, by_reason: {} };
+  const skipped = sk.count ? ` · ${sk.count} records skipped (${Object.entries(sk.by_reason).map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
   $("status").textContent = m.index_error ? `index error: ${m.index_error}` :
-    (m.ready ? "" : `indexing ${m.indexed}/${m.count}`) + (m.rms.length ? ` · RM scored ${m.rm_scored}` : "") +
-    (m.warnings.length ? ` · ${m.warnings.join("; ")}` : "");
+    (m.ready ? "" : `indexing ${m.indexed}/${m.count}`) + skipped + (m.rms.length ? ` · RM scored ${m.rm_scored}` : "") +
+    (m.warnings.length ? ` · ${m.warnings.join("; ")}` : "") +
+    Object.values(m.truncation || {}).map((t) => ` · ${t}`).join("");
   if (!m.ready) setTimeout(loadMeta, 1000);
 }
 
@@ -99,11 +102,13 @@ function render(p) {
   for (const li of $("list").children) li.classList.toggle("current", Number(li.dataset.index) === p.index);
 }
 
-async function show(index) {
+async function show(index, dir) {
   if (index < 0 || (state.pair && index >= state.pair.total)) return;
-  state.index = index;
-  const q = state.mode === "label" ? `?mode=label&labeller=${encodeURIComponent(state.labeller)}` : "";
+  // dir: which way to step over lines the server skipped as unusable
+  const q = `?dir=${dir || 1}` + (state.mode === "label" ? `&mode=label&labeller=${encodeURIComponent(state.labeller)}` : "");
   state.pair = await api(`/api/pair/${index}${q}`);
+  index = state.pair.index;
+  state.index = index;
   document.body.dataset.index = String(index);
   render(state.pair);
   if (index < state.offset || index >= state.offset + 50) { state.offset = Math.floor(index / 50) * 50; await loadList(); }
@@ -142,7 +147,7 @@ document.addEventListener("keydown", (e) => {
   if (e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT") return;
   const keys = { "1": () => label("first"), "2": () => label("second"), t: () => label("tie"), x: () => label("invalid"),
                  n: () => show(state.index + 1), ArrowRight: () => show(state.index + 1),
-                 p: () => show(state.index - 1), ArrowLeft: () => show(state.index - 1) };
+                 p: () => show(state.index - 1, -1), ArrowLeft: () => show(state.index - 1, -1) };
   if (keys[e.key]) { e.preventDefault(); keys[e.key]().catch((err) => { $("status").textContent = err.message; }); }
 });
 for (const b of document.querySelectorAll("#label-buttons button")) b.onclick = () => label(b.dataset.verdict);
