@@ -37,6 +37,8 @@ DEFAULT_PLUGINS = CORE_PLUGINS + (
     "music_bon",
     "music_rewardbench",
     "music_human",
+    "music_rmb",
+    "music_depth",
     "music_inspect",
     "music_launchers",
     "music_serve",
