@@ -124,9 +124,10 @@ class RecordsConfig:
     inputs, the inspect page): a bad file is an error; an unusable record is skipped, counted by
     reason, named in the report and written to a side file."""
 
-    max_invalid_fraction: float = _f(0.05, "largest share of a file's records that may be skipped as unusable (an "
-                                           "empty user turn, identical sides, roles out of order, a non-text part); "
-                                           "above it the read is an error naming the totals")
+    max_invalid_fraction: float = _f(0.05, "largest share of the records one read takes in (a stage's seeds, its "
+                                           "original data, an evaluator's data set, all its files together) that may "
+                                           "be skipped as unusable (an empty user turn, identical sides, roles out of "
+                                           "order, a non-text part); above it the read is an error naming the totals")
     strict: bool = _f(False, "stop at the first unusable record (for CI)")
 
 

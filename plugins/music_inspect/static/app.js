@@ -23,7 +23,7 @@ function filters() {
 
 async function loadMeta() {
   const m = await api("/api/meta");
-  $("file").textContent = `${m.file} · ${m.count} pairs`;
+  $("file").textContent = `${m.file} · ${m.count} ${m.skipped && m.skipped.count ? "records" : "pairs"}`;
   for (const [id, values] of [["f-strategy", m.strategies], ["f-verdict", m.verdicts], ["f-turns", m.turns], ["f-source", m.sources]]) {
     const sel = $(id);
     const keep = sel.value;
@@ -50,6 +50,7 @@ async function loadList() {
   for (const row of r.rows) {
     const li = document.createElement("li");
     li.dataset.index = row.index;
+    li.value = row.index + 1;  // the pair's place in the file: skipped lines leave gaps
     li.textContent = state.mode === "label" ? `pair ${row.index + 1}` :
       `${row.strategy} · ${row.num_turns}t · ${row.audit}`;
     li.onclick = () => show(row.index);
