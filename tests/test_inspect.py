@@ -188,3 +188,31 @@ def test_filters_and_search_come_from_the_index(tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_cross_origin_or_text_plain_label_post_is_refused_and_the_file_untouched(tmp_path):
+    pairs_file = write_run(tmp_path, n=2)
+    first = json.loads(pairs_file.read_text().splitlines()[0])["id"]
+    body = json.dumps({"index": 0, "pair_id": first, "labeller": "ann", "verdict": "tie"}).encode()
+    port = free_port()
+    server = serve(tmp_path, port)
+    labels = tmp_path / "synth" / "labels.jsonl"
+
+    def post(headers: dict[str, str]) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/label", data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        before = labels.read_bytes() if labels.exists() else b""
+        assert post({"content-type": "text/plain"}) == 415  # a plain HTML form can send this cross-origin
+        assert post({"content-type": "application/json", "origin": "http://evil.example"}) == 403
+        assert post({"content-type": "application/json", "sec-fetch-site": "cross-site"}) == 403
+        assert (labels.read_bytes() if labels.exists() else b"") == before
+        assert post({"content-type": "application/json", "origin": f"http://127.0.0.1:{port}"}) == 200  # the page itself
+    finally:
+        server.kill()
+        server.wait()

@@ -126,6 +126,15 @@ def build_app(store: Any, labels: LabelLog, rewards: Any, seed: int = 0) -> Star
         return JSONResponse({"index": store.count - 1, "labelled": len(done), "all_done": True})
 
     async def label(request: Request) -> Response:
+        # Only this page may write labels (datasette's cross-origin protection): a form or script
+        # on any other site the labeller opens could otherwise post to this local server.
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return error(415, "a label is posted as application/json")
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            return error(403, f"cross-origin label post from {origin!r} refused")
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return error(403, "cross-site label post refused")
         body = await request.body()
         if len(body) > MAX_BODY:
             return error(413, f"a label request is at most {MAX_BODY} bytes")
