@@ -137,3 +137,41 @@ def test_bad_sweeps_fail_before_anything_runs(tmp_path):
     out = sweep(tmp_path, "synth.turns=2,2,3", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("\n  synth.turns=") == 2 and "the same config" in out.stdout
+
+
+def test_the_submitit_launcher_submits_one_array_respects_jobs_and_books_a_killed_job_as_failed(tmp_path, monkeypatch):
+    """Three variants as one job array with submitit's local executor; sweep.jobs=2 holds (no
+    more than two running at once, from their own start/end stamps); a task whose process is
+    killed under it is booked as failed, not raised."""
+    pytest.importorskip("submitit", reason="submitit (a dev dependency) is not installed")
+    import os
+
+    from music_launchers.slurm import SubmititLauncher
+
+    from music_core.contracts import VariantJob
+
+    stamp = ("import sys, time, os; open(sys.argv[1], 'a').write(f'{time.time()} start\\n'); time.sleep(1.5); "
+             "open(sys.argv[1], 'a').write(f'{time.time()} end\\n')")
+    kill = "import os, signal; os.kill(os.getppid(), signal.SIGKILL)"  # the array task itself dies
+    jobs = [VariantJob(f"v{k}", [sys.executable, "-c", stamp, str(tmp_path / f"v{k}.stamps")], str(tmp_path),
+                       dict(os.environ), str(tmp_path / f"v{k}.log")) for k in range(3)]
+    jobs.append(VariantJob("killed", [sys.executable, "-c", kill], str(tmp_path), dict(os.environ), str(tmp_path / "k.log")))
+    import submitit
+
+    calls: list[str] = []
+    for method in ("map_array", "submit"):
+        original = getattr(submitit.AutoExecutor, method)
+        monkeypatch.setattr(submitit.AutoExecutor, method,
+                            lambda self, *a, _m=method, _o=original, **k: (calls.append(_m), _o(self, *a, **k))[1])
+    launcher = SubmititLauncher({"cluster": "local", "folder": str(tmp_path / "submitit" / "%j")})
+    codes = launcher.launch(jobs, parallel=2)
+    assert calls == ["map_array"]  # one array for every variant
+    assert codes[:3] == [0, 0, 0] and codes[3] != 0
+    assert "did not complete" in (tmp_path / "k.log").read_text()
+    events = sorted((float(t), kind) for k in range(3)
+                    for t, kind in (line.split() for line in (tmp_path / f"v{k}.stamps").read_text().splitlines()))
+    running, most = 0, 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    assert most == 2
