@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from .data import content_hash
 from .paths import RUN_RMS
+from .records import describe_read
 
 
 def plain(cfg: Any) -> Any:
@@ -182,8 +183,11 @@ class MixStage(Stage):
         audit = mix.get("audit")
         acted = (f" The audit dropped {audit['dropped']} synthetic pairs below P(chosen better) {audit['min_p']} "
                  f"({audit['dropped_unreadable']} of them unreadable), kept {audit['kept']}." if audit else "")
+        read = [f"- {what} data: {describe_read(r)}" for what, r in (mix.get("records") or {}).items()
+                if isinstance(r, dict) and "read" in r]
         return mix, ["## Data mix", "", f"train {mix['train']}, eval {mix['eval']} (synthetic share of train "
-                                        f"{mix['synthetic_share_of_train']:.0%}).{acted}", ""]
+                                        f"{mix['synthetic_share_of_train']:.0%}).{acted}", "", *read,
+                     *([""] if read else [])]
 
 
 class TrainStage(Stage):
