@@ -55,7 +55,7 @@ def items_seen(seen: list[Seen] | None, items: Sequence[Sequence[int]]) -> list[
                  any(seen[i].first_turn_cut for i in idx)) for idx in items]
 
 
-def truncation(seen: list[Seen] | None, limits: dict[str, Any], hits: Sequence[int | None] | None = None) -> dict[str, Any]:
+def truncation(seen: list[Seen] | None, limits: dict[str, Any], hits: Sequence[float | None] | None = None) -> dict[str, Any]:
     """What one RM saw of the items it scored: counts and shares cut and first-turn-cut, and
     (with per-item ``hits``, None for an item not counted) accuracy on items seen whole vs cut."""
     if seen is None:

@@ -34,8 +34,9 @@ def _percentile_ci(data: tuple[Any, ...], statistic: Any, resamples: int, seed: 
     return round(float(res.confidence_interval.low), 4), round(float(res.confidence_interval.high), 4)
 
 
-def accuracy(hits: Sequence[int], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """Mean of 0/1 outcomes with a percentile-bootstrap 95% interval over items."""
+def accuracy(hits: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Mean of 0/1 outcomes (0.5 for a tie counted half right) with a percentile-bootstrap 95%
+    interval over items."""
     import numpy as np
 
     n = len(hits)
@@ -45,10 +46,11 @@ def accuracy(hits: Sequence[int], resamples: int = RESAMPLES, seed: int = 0) -> 
             "ci95": _percentile_ci((hits,), np.mean, resamples, seed, paired=False)}
 
 
-def paired_difference(hits_a: Sequence[int], hits_b: Sequence[int], resamples: int = RESAMPLES,
+def paired_difference(hits_a: Sequence[float], hits_b: Sequence[float], resamples: int = RESAMPLES,
                       seed: int = 0) -> dict[str, Any]:
     """Accuracy of A minus accuracy of B on the same items: a paired bootstrap 95% interval and
-    the exact McNemar p-value (a two-sided sign test on the items where exactly one is right)."""
+    the exact McNemar p-value (a two-sided sign test on the items where exactly one is right;
+    with ties counted half right, where one did strictly better)."""
     if len(hits_a) != len(hits_b):
         raise ValueError("paired comparison needs the same items for both reward models")
     n = len(hits_a)
@@ -57,8 +59,8 @@ def paired_difference(hits_a: Sequence[int], hits_b: Sequence[int], resamples: i
                 "excludes_zero": False}
     from scipy.stats import binomtest
 
-    a_only = sum(1 for a, b in zip(hits_a, hits_b) if a and not b)
-    b_only = sum(1 for a, b in zip(hits_a, hits_b) if b and not a)
+    a_only = sum(1 for a, b in zip(hits_a, hits_b) if a > b)
+    b_only = sum(1 for a, b in zip(hits_a, hits_b) if b > a)
     diff = (sum(hits_a) - sum(hits_b)) / n
     lo, hi = _percentile_ci((hits_a, hits_b), lambda x, y: x.mean() - y.mean(), resamples, seed, paired=True)
     p = float(binomtest(a_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0
@@ -77,7 +79,7 @@ def say_paired(a: str, b: str, d: dict[str, Any], items: str = "items") -> str:
             f"(McNemar p = {d['p_value']:.3g}; {d['a_only']} only {a} right, {d['b_only']} only {b}); {verdict}")
 
 
-def paired_table(hits: Mapping[str, Sequence[int]], resamples: int = RESAMPLES, seed: int = 0) -> list[dict[str, Any]]:
+def paired_table(hits: Mapping[str, Sequence[float]], resamples: int = RESAMPLES, seed: int = 0) -> list[dict[str, Any]]:
     """Every pair of reward models (in the order given), compared on the same items."""
     names = list(hits)
     return [{"a": a, "b": b, **paired_difference(hits[a], hits[b], resamples, seed)}

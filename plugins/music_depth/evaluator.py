@@ -1,0 +1,185 @@
+"""``music eval depth``: where in a conversation can each reward model see a defect?
+
+Every pair differs in one assistant answer, ``d`` answers from the end. Accuracy by ``d`` per RM
+with 95% bootstrap intervals, by defect kind and by number of turns; every pair of RMs compared
+at each depth (paired bootstrap, exact McNemar); pairs whose defect truncation cut away counted
+as not visible and reported apart.
+
+A tie, r(chosen) == r(rejected), is half right (0.5), so an RM that cannot see the defect sits at
+exactly 0.5: an RM that reads only the last turn scores every pair at ``d >= 1`` as a tie.
+
+Not visible: the scorer said the whole first exchange was cut away (``Seen.first_turn_cut``,
+on either side) and the defect is in that first exchange (``d = num_turns - 1``). The scorer
+does not say how many exchanges it dropped, so this is a lower bound; the truncation lines
+give accuracy on pairs seen whole and cut.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from music_core import contamination
+from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
+from music_core.data import Message, PreferencePair
+from music_core.errors import ConfigError, MusicError
+from music_core.scoring import items_seen, score_conversations, scoring_task, truncation
+from music_core.stats import accuracy, paired_table
+
+from .benchfile import read_conversations, read_depth_pairs, write_benchmark
+from .build import KINDS, build_pairs, parse_depths, parse_kinds
+from .options import DepthConfig
+from .plots import depth_curve
+from .report import headline, markdown
+
+TURN_BUCKETS = ("1", "2", "3-4", "5+")
+
+
+def turn_bucket(turns: int) -> str:
+    return "1" if turns <= 1 else "2" if turns == 2 else "3-4" if turns <= 4 else "5+"
+
+
+def hit(chosen: float, rejected: float) -> float:
+    """Right 1, wrong 0, a tie half right."""
+    return 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+
+
+class Depth(Evaluator):
+    name = command = "depth"
+    description = "accuracy by the depth of a one-answer defect (d = 0 the last answer): can the RM see earlier turns?"
+    config_class, config_key = DepthConfig, "depth"
+    data_keys = ("data", "conversations")
+
+    @classmethod
+    def describe(cls, section: Any) -> str:
+        if section.data:
+            return f"depth on {section.data}"
+        return (f"depth on pairs built from {section.conversations or 'no conversations'} (d = "
+                f"{', '.join(map(str, section.depths))}; {', '.join(section.kinds)})")
+
+    @classmethod
+    def skip_reason(cls, section: Any) -> str | None:
+        if section.data or section.conversations:
+            return None
+        return "no data: set eval.depth.data (a `music bench depth` file) or eval.depth.conversations"
+
+    @classmethod
+    def check_config(cls, section: Any, cfg: Any) -> None:
+        if section.data and section.conversations:
+            raise ConfigError("config keys 'eval.depth.data' and 'eval.depth.conversations': set one (a built "
+                              "benchmark, or conversations to build it from), not both")
+        for key, parse in (("depths", parse_depths), ("kinds", parse_kinds)):
+            try:
+                parse(getattr(section, key))
+            except ValueError as exc:
+                raise ConfigError(f"config key 'eval.depth.{key}': {exc}") from None
+        if section.batch_size < 1 or section.bootstrap < 0:
+            raise ConfigError("config key 'eval.depth.batch_size' must be at least 1 and 'eval.depth.bootstrap' at "
+                              "least 0")
+
+    def load(self) -> tuple[list[PreferencePair], dict[str, Any]]:
+        """The pairs, from the benchmark file or built first (and written beside the report)."""
+        cfg = self.section
+        if cfg.data:
+            return read_depth_pairs(cfg.data), {"data": cfg.data, "built": None}
+        depths, kinds = parse_depths(cfg.depths), parse_kinds(cfg.kinds)
+        convs, read = read_conversations(cfg.conversations)
+        built = build_pairs(convs, depths, kinds, cfg.seed)
+        out = self.ctx.paths.eval_dir(self.name) / "pairs.jsonl"
+        command = (f"music eval depth eval.depth.conversations={cfg.conversations} eval.depth.depths=[{','.join(map(str, depths))}] "
+                   f"eval.depth.kinds=[{','.join(kinds)}] eval.depth.seed={cfg.seed}")
+        path, card = write_benchmark(built, out, source=cfg.conversations, read=read, depths=depths, kinds=kinds,
+                                     seed=cfg.seed, command=command)
+        return built.pairs, {"data": str(path), "built": {"from": cfg.conversations, "card": str(card),
+                                                          "depths": depths, "kinds": kinds, "seed": cfg.seed}}
+
+    def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
+        cfg = self.section
+        pairs, source = self.load()
+        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
+        pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
+        if not pairs:
+            raise MusicError(f"depth: no pairs to score from {source['data']} (no conversation has an answer at the "
+                             f"depths asked for, or every pair was excluded as contaminated)")
+        hits, visible, seen = self.score(pairs, reward_models)
+        depths = sorted({p.meta["depth"] for p in pairs})
+        results: dict[str, Any] = {**source, "pairs": len(pairs), "n_scored": len(pairs), "depths": depths,
+                                   "kinds": _kinds_in(pairs),
+                                   "tie_rule": "a tie is half right, so an RM that cannot see the defect sits at "
+                                               "exactly 0.5", "contamination": contaminated, "models": {},
+                                   "truncation": {}}
+        for name, h in hits.items():
+            results["models"][name] = self.figures(pairs, h, visible[name])
+            per_pair, limits = seen[name]
+            results["truncation"][name] = truncation(per_pair, limits, h)
+        results["paired"] = {str(d): paired_table({n: [x for p, x in zip(pairs, h) if p.meta["depth"] == d]
+                                                   for n, h in hits.items()}, cfg.bootstrap, cfg.seed) for d in depths}
+        results["paired"]["d>=1"] = paired_table({n: [x for p, x in zip(pairs, h) if p.meta["depth"] >= 1]
+                                                  for n, h in hits.items()}, cfg.bootstrap, cfg.seed)
+        results["item_hits"] = {name: {p.id: x for p, x in zip(pairs, h)} for name, h in hits.items()}
+        results["headline"] = headline(self.name, results)
+        figure = depth_curve(results, self.ctx.paths.eval_dir(self.name) / "depth_curve.png")
+        results["figure"] = figure
+        return EvalReport(self.name, results, markdown(results), [figure] if figure else [])
+
+    def score(self, pairs: list[PreferencePair], reward_models: dict[str, RewardModel]
+              ) -> tuple[dict[str, list[float]], dict[str, list[bool]], dict[str, tuple[list[Seen] | None, dict[str, Any]]]]:
+        """Per RM: the hit of each pair (1, 0.5 or 0), whether its defect was visible, and what
+        it saw; each distinct conversation is scored once (the chosen side recurs)."""
+        unique: dict[str, list[Message]] = {}
+        for p in pairs:
+            for conv in (p.chosen, p.rejected):
+                unique.setdefault(json.dumps(conv, ensure_ascii=False), conv)
+        index = {k: i for i, k in enumerate(unique)}
+        idx = [(index[json.dumps(p.chosen, ensure_ascii=False)], index[json.dumps(p.rejected, ensure_ascii=False)])
+               for p in pairs]
+        hits: dict[str, list[float]] = {}
+        visible: dict[str, list[bool]] = {}
+        seen: dict[str, tuple[list[Seen] | None, dict[str, Any]]] = {}
+        task = scoring_task(self.name, len(unique), len(reward_models))
+        for name, rm in reward_models.items():
+            scored = score_conversations(rm.scorer(self.section.batch_size), list(unique.values()), task)
+            hits[name] = [hit(scored.rewards[c], scored.rewards[r]) for c, r in idx]
+            per_pair = items_seen(scored.seen, idx)
+            in_first = [p.meta["depth"] == p.meta["num_turns"] - 1 for p in pairs]
+            visible[name] = ([True] * len(pairs) if per_pair is None else
+                             [not (s.first_turn_cut and first) for s, first in zip(per_pair, in_first)])
+            seen[name] = (per_pair, scored.limits)
+        task.close()
+        return hits, visible, seen
+
+    def figures(self, pairs: list[PreferencePair], hits: list[float], visible: list[bool]) -> dict[str, Any]:
+        cfg = self.section
+        acc = lambda xs: accuracy(xs, cfg.bootstrap, cfg.seed)  # noqa: E731
+        groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for p, h, v in zip(pairs, hits, visible):
+            d, kind = p.meta["depth"], p.meta["defect"]
+            groups["by_depth"][str(d)].append(h)
+            groups["by_kind"][kind].append(h)
+            groups["by_depth_kind"][f"{d}/{kind}"].append(h)
+            groups["by_turns"][turn_bucket(p.meta["num_turns"])].append(h)
+            if v:
+                groups["by_depth_visible"][str(d)].append(h)
+            if d >= 1:
+                groups["d>=1"]["all"].append(h)
+                if v:
+                    groups["d>=1"]["visible"].append(h)
+        out: dict[str, Any] = {"all": acc(hits), "d>=1": acc(groups["d>=1"]["all"]),
+                               "d>=1_visible": acc(groups["d>=1"]["visible"]),
+                               "ties": sum(h == 0.5 for h in hits), "not_visible": len(hits) - sum(visible)}
+        for group in ("by_depth", "by_depth_visible", "by_kind", "by_depth_kind"):
+            out[group] = {k: acc(v) for k, v in sorted(groups[group].items(), key=lambda kv: _order(kv[0]))}
+        out["by_turns"] = {b: acc(groups["by_turns"][b]) for b in TURN_BUCKETS if groups["by_turns"][b]}
+        return out
+
+
+def _kinds_in(pairs: list[PreferencePair]) -> list[str]:
+    present = {str(p.meta["defect"]) for p in pairs}
+    return [k for k in KINDS if k in present] + sorted(present - set(KINDS))
+
+
+def _order(key: str) -> tuple[int, str]:
+    head = key.split("/", 1)[0]
+    return (int(head), key) if head.isdigit() else (-1, key)
+
