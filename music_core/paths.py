@@ -3,7 +3,8 @@
 ``<run.output_dir>/``
     ``llm-cache.sqlite`` (LLM calls and batch jobs; ``run.cache`` moves it),
     ``synth/pairs.jsonl`` with its side files (``pairs.errors.jsonl``, ``.filtered.jsonl``,
-    ``.config.json``, ``.report.json``, ``.report.md``; shards ``pairs.shard-I-of-N.jsonl``),
+    ``.config.json``, ``.report.json``, ``.report.md``; shards ``pairs.shard-I-of-N.jsonl``;
+    ``labels.jsonl``: human labels written by ``music inspect`` beside any pairs file),
     ``mix/`` (``train.jsonl``, ``eval.jsonl``, ``original_train.jsonl``, ``summary.json``,
     ``skipped_records.jsonl``: the original data's unusable records), ``synth/skipped_seeds.jsonl``,
     ``audit/`` (``audit.jsonl``: a record per pair; ``calibration.jsonl``: the known pairs;
@@ -25,6 +26,7 @@ MIX_FILES = ("train", "eval", "original_train")
 # The reward models `music run` trains, and the mix file each trains on.
 RUN_RMS = {"baseline": "original_train", "music": "train"}
 SKIPPED_RECORDS = "skipped_records.jsonl"  # beside a stage's output: every record its readers skipped, and why
+LABELS = "labels.jsonl"  # human labels of a pairs file, beside it (`music inspect` writes them)
 SIDE_SUFFIXES = {"errors": ".errors.jsonl", "filtered": ".filtered.jsonl", "config": ".config.json",
                  "report": ".report.json", "report-md": ".report.md"}
 
@@ -119,6 +121,17 @@ class RunPaths:
     @property
     def report_json(self) -> Path:
         return self.root / "report.json"
+
+
+def labels_beside(pairs: str | Path) -> Path:
+    """Where ``music inspect`` writes, and the audit looks for, the human labels of a pairs file."""
+    return Path(pairs).parent / LABELS
+
+
+def audit_beside(pairs: str | Path) -> Path:
+    """The audit records of a pairs file that lies in a run's ``synth/`` folder (the default
+    layout), for a tool handed only the pairs file."""
+    return Path(pairs).parent.parent / "audit" / "audit.jsonl"
 
 
 def side_file(pairs: Path, kind: str) -> Path:

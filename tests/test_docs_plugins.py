@@ -183,3 +183,68 @@ def test_every_synthesis_hook_from_the_docs_as_installed_distributions_through_t
     # and the comparisons are of identical conversations (skipped); the judge's verdicts are
     # exercised in tests/test_hooks.py
     assert judge["name"] == "longer-wins" and judge["comparisons"] == 2
+
+
+def serving(args: list[str], env: dict, cwd, ready: str):
+    """Start a `music` server on a free port; return (process, port) once GET `ready` answers."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "music_core", *args, "--port", str(port)], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode()[-3000:]) from None
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"music {args[0]} did not start")
+
+
+def test_music_serve_and_inspect_use_a_third_party_trainers_packed_scorer(tmp_path):
+    """The docs' length trainer implements the packed-scorer protocol: `music serve` batches its
+    score_ids and reports its truncation, `music inspect --rm` shows its rewards; neither knows
+    which trainer made the folder."""
+    import time
+    import urllib.request
+
+    env = install_docs_plugins(tmp_path)
+    rm = tmp_path / "length-rm"
+    rm.mkdir()
+    (rm / "length.json").write_text(json.dumps({"per_char": 1.0}))
+    (rm / "music_trainer.json").write_text(json.dumps({"trainer": "length"}))
+    convs = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+             [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x" * 5000}]]
+    proc, port = serving(["serve", "--rm", f"length={rm}"], env, tmp_path, "/health")
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/rewards", data=json.dumps({"conversations": convs}).encode(),
+                                     headers={"content-type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert answer["rewards"] == [5.0, 4096.0] and answer["truncated"] == [False, True]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'music_serve_truncated_total{model="length"} 1' in metrics
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "p0", "chosen": convs[1], "rejected": [convs[1][0], convs[0][1]]}) + "\n")
+    proc, port = serving(["inspect", "--pairs", str(pairs), "--rm", f"length={rm}"], env, tmp_path, "/api/meta")
+    try:
+        deadline = time.time() + 60
+        while not (meta := json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta").read()))["ready"]:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        assert meta["rms"] == ["length"]
+        shown = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/pair/0", timeout=30).read())
+        assert shown["scores"]["length"]["chosen"] == 4096.0 and shown["scores"]["length"]["rejected"] == 5.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

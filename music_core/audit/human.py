@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..paths import RUN_RMS
+from ..paths import RUN_RMS, labels_beside
 from .agreement import auditor_vote, human_agreement, rm_vote
 from .labels import read_labels
 
@@ -19,7 +19,7 @@ def labels_path(ctx: Any, pair_files: list[str]) -> Path | None:
         if not Path(given).exists():
             raise ConfigError(f"config key 'audit.labels': {given} does not exist")
         return Path(given)
-    beside = Path(pair_files[0]).parent / "labels.jsonl"
+    beside = labels_beside(pair_files[0])
     return beside if beside.exists() else None
 
 

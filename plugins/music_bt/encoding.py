@@ -62,7 +62,7 @@ class ConversationEncoder:
     def render(self, messages: Sequence[Mapping[str, Any]]) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False)
 
-    def _tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=self.add_special)["input_ids"]
 
     def _probe_end_of_message(self) -> int:
@@ -83,7 +83,7 @@ class ConversationEncoder:
         body = messages[len(head):]
         dropped = 0
         while True:
-            ids = self._tokenize(self.render([*head, *body]))
+            ids = self.tokenize(self.render([*head, *body]))
             if len(ids) <= self.max_length or len(body) <= 2:
                 break
             body = body[2:]  # drop the oldest exchange (user + assistant)

@@ -9,6 +9,7 @@ from typing import Any
 from music_core.contracts import RewardScorer, Seen
 from music_core.data import Message
 from music_core.errors import MusicError
+from music_core.packed import EncodedConversation
 
 DEFAULT_MAX_LENGTH = 4096  # for RMs that say nothing: RewardBench's own scripts use 2048-4096
 DEFAULT_TOKENS_PER_BATCH = 16384  # packed tokens per forward pass (the training default's order)
@@ -87,6 +88,18 @@ class HFRewardScorer(RewardScorer):
         limits = [DEFAULT_MAX_LENGTH, getattr(self.model.config, "max_position_embeddings", None),
                   self.tok.model_max_length if self.tok.model_max_length < 1e6 else None]
         return min(x for x in limits if x)
+
+    # the packed-scorer protocol (music_core.packed), which `music serve` batches through
+    @property
+    def max_length(self) -> int:
+        return int(self.encoder.max_length)
+
+    def encode(self, conversation: list[Message]) -> EncodedConversation:
+        e = self.encoder.encode(conversation)
+        return EncodedConversation(e.ids, bool(e.dropped_turns or e.cut_tokens), e.dropped_turns > 0)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.encoder.tokenize(text)
 
     def score(self, conversations: list[list[Message]]) -> list[float]:
         return self.score_ids([self.encoder.encode(c).ids for c in conversations])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,21 +18,25 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def locate(run_dir: str | None, pairs: str | None, default_root: str) -> tuple[Path, Path | None]:
-    """(pairs file, audit records or None)."""
+def locate(run_dir: str | None, pairs: str | None, cfg: Any) -> tuple[Path, Path | None]:
+    """(pairs file, audit records or None): a file as given, or a run's pairs and audit where its
+    config puts them (``RunPaths``)."""
     from music_core.errors import MusicError
+    from music_core.paths import RunPaths, audit_beside
 
     if pairs:
         path = Path(pairs)
         if not path.exists():
             raise MusicError(f"pairs file not found: {path}")
-        audit = path.parent.parent / "audit" / "audit.jsonl"
+        audit = audit_beside(path)
         return path, audit if audit.exists() else None
-    root = Path(run_dir or default_root)
-    path = root / "synth" / "pairs.jsonl"
+    if run_dir:
+        cfg.run.output_dir = run_dir
+    paths = RunPaths(cfg)
+    path = paths.synth_output
     if not path.exists():
         raise MusicError(f"no pairs at {path}: give a run folder (`music inspect runs/NAME`) or a file (--pairs FILE)")
-    audit = root / "audit" / "audit.jsonl"
+    audit = paths.audit_file("audit")
     return path, audit if audit.exists() else None
 
 
@@ -49,6 +54,7 @@ def inspect(run_dir, pairs_file, port, host, rms, seed, config_path, overrides):
 
     from music_core.audit.labels import LabelLog
     from music_core.cli import load_cli_config
+    from music_core.paths import labels_beside
     from music_core.records import RecordPolicy
 
     from .app import build_app
@@ -56,9 +62,9 @@ def inspect(run_dir, pairs_file, port, host, rms, seed, config_path, overrides):
     from .store import PairStore
 
     cfg = load_cli_config(config_path, overrides)
-    path, audit = locate(run_dir, pairs_file, cfg.run.output_dir)
+    path, audit = locate(run_dir, pairs_file, cfg)
     store = PairStore(path, audit, RecordPolicy.of(cfg))
-    labels = LabelLog(path.parent / "labels.jsonl")
+    labels = LabelLog(labels_beside(path))
     for w in labels.warnings:
         click.echo(f"warning: {w}", err=True)
     scorers = {}

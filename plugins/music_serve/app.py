@@ -22,10 +22,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from music_core.data import conversation_errors
+from music_core.packed import EncodedConversation
 
 from .batcher import QueueFull, ScorerFailed
 from .metrics import Metrics
-from .service import Encoded, RewardService
+from .service import RewardService
 
 
 class Invalid(Exception):
@@ -154,7 +155,7 @@ def build_app(services: dict[str, RewardService], metrics: Metrics, limits: Limi
             if key in body and body[key] is not None and not isinstance(body[key], list):
                 raise Invalid(422, key, "must be a list when given")
         sized(len(queries), sum(len(q) for q in queries))
-        encoded: list[Encoded] = await asyncio.to_thread(lambda: [svc.encode_text(q) for q in queries])
+        encoded: list[EncodedConversation] = await asyncio.to_thread(lambda: [svc.encode_text(q) for q in queries])
         scores = await svc.score(encoded)
         metrics.sequences.inc(svc.name, by=len(encoded))
         return JSONResponse({"rewards": scores, "scores": scores, "extra_logs": {},

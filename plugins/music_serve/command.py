@@ -30,6 +30,7 @@ def serve(rms, host, port, max_wait_ms, max_batch_tokens, max_queue, max_items, 
     from music_core.context import RunContext
     from music_core.errors import ConfigError
     from music_core.evaluation import load_scorer
+    from music_core.packed import PackedScorer
 
     from .app import Limits, build_app
 
@@ -45,7 +46,7 @@ def serve(rms, host, port, max_wait_ms, max_batch_tokens, max_queue, max_items, 
         if not sep or not name or not path:
             raise ConfigError(f"--rm {spec!r}: expected NAME=PATH")
         scorer = load_scorer(ctx, path, batch_size)
-        if hasattr(scorer, "tokens_per_batch"):
+        if isinstance(scorer, PackedScorer):  # else RewardService refuses it, naming the protocol
             scorer.tokens_per_batch = max_batch_tokens
         services[name] = RewardService(name, path, scorer, metrics, max_wait_s=max_wait_ms / 1000,
                                        max_batch_tokens=max_batch_tokens, max_items=max_queue)
