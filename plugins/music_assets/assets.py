@@ -47,7 +47,7 @@ def materialize_gguf(gguf: Path, name: str) -> Path:
     """A plain HF folder (fp32 safetensors + tokenizer) rebuilt from a GGUF file, made once and
     reused. Built in a temporary folder and renamed into place, so a kill leaves nothing half."""
     target = cache_dir() / "models" / name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _complete(target):
         return target
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -69,13 +69,27 @@ def materialize_gguf(gguf: Path, name: str) -> Path:
         plain.tie_weights()
         plain.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if target.exists():
+        # Another process (a second pytest worker, a parallel `music` run) may have finished
+        # first: keep its copy, which it may be reading, rather than replacing it under it.
+        if _complete(target):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        if target.exists():  # a half copy left by an older version without the rename
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _complete(target):  # lost the race to a rename of a complete copy: fine
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
 class SmolLM2(ModelAlias):
