@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from .config.schema import TrainConfig as TrainConfigBase
 from .data import Conversation, Message, PreferencePair
+from .errors import Problem  # defined beside the errors so the data checks need no contracts
 
 if TYPE_CHECKING:
     from .config.schema import DataSourceConfig, TrainConfig
@@ -39,18 +39,6 @@ class ChatClient(Protocol):
     async def text(self, messages: list[Message], *, sample_index: int = 0, **overrides: Any) -> str: ...
 
     def count_tokens(self, text: str) -> int: ...
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What a later stage of ``music run`` would fail on, found before its first call (the
-    preflight, :mod:`music_core.preflight`): the config ``key`` to fix and what is wrong."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
 
 
 class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
@@ -184,7 +172,7 @@ class SeedSource(Component):
         if not cfg.path:
             return [Problem(f"{key}.path", f"seed source {cls.name!r} needs a path (a local file or folder, or a "
                                            "hub id)")] if cls.needs_path else []
-        from .preflight import check_data
+        from .datacheck import check_data
 
         return check_data(cfg.path, f"{key}.path", split=cfg.split, columns=cls.required_columns(cfg, what))
 
@@ -334,7 +322,7 @@ class Trainer(Component):
     loads such folders through the first registered trainer that says so.
     """
 
-    config_class: ClassVar[type] = TrainConfigBase
+    config_class: ClassVar[type | None] = None  # None: the plain TrainConfig (kept unimported here: no circle)
     loads_plain_folders: ClassVar[bool] = False
 
     @classmethod
@@ -495,7 +483,7 @@ class Evaluator(Component):
         default: each of ``data_keys`` that holds a local path must exist. Override to check hub
         ids and required columns (:func:`music_core.preflight.check_data`) or seed sources
         (:func:`music_core.preflight.check_source`)."""
-        from .preflight import check_data
+        from .datacheck import check_data
 
         problems: list[Problem] = []
         for attr in cls.data_keys:

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a later stage of ``music run`` would fail on, found before its first call (the
+    preflight, :mod:`music_core.preflight`): the config ``key`` to fix and what is wrong."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
 
 class MusicError(Exception):
     """Base class: the CLI prints the message and exits non-zero, without a traceback."""

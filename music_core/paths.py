@@ -139,5 +139,10 @@ def side_file(pairs: Path, kind: str) -> Path:
     return pairs.with_name(pairs.stem + SIDE_SUFFIXES[kind])
 
 
+def side_paths(pairs: Path) -> dict[str, Path]:
+    """The side files synthesis writes beside its pairs: errors, filtered and config."""
+    return {kind: side_file(pairs, kind) for kind in ("errors", "filtered", "config")}
+
+
 def is_side_file(path: str | Path) -> bool:
     return str(path).endswith(tuple(SIDE_SUFFIXES.values()))

@@ -137,11 +137,3 @@ def print_rows(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> tu
 def print_cost(total: float, online_total: float) -> None:
     click.echo(f"\n  estimated cost: ${total:.2f} as configured (every role online: ${online_total:.2f}; "
                f"set models.<name>.price_input_per_mtok / price_output_per_mtok, and mode: batch for the batch price)")
-
-
-def describe_trainer(ctx: Any, train: Any) -> str:
-    """The selected trainer's own one-line description of what it will train."""
-    try:
-        return str(ctx.registry.get("trainer", train.trainer).describe(train))
-    except Exception:  # not registered: training will say so; the plan still prints
-        return f"{train.trainer} (not registered)"

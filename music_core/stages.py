@@ -190,6 +190,14 @@ class MixStage(Stage):
                      *([""] if read else [])]
 
 
+def describe_trainer(ctx: Any, train: Any) -> str:
+    """The selected trainer's own one-line description of what it will train."""
+    try:
+        return str(ctx.registry.get("trainer", train.trainer).describe(train))
+    except Exception:  # not registered: training will say so; the plan still prints
+        return f"{train.trainer} (not registered)"
+
+
 class TrainStage(Stage):
     """Two reward models: ``baseline`` on the original data alone, ``music`` on the mix."""
 
@@ -205,8 +213,6 @@ class TrainStage(Stage):
         return content_hash("train", rm, data, train)
 
     def plan(self, ctx: Any) -> str:
-        from .plan import describe_trainer
-
         return f"train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, ctx.config.train)}"
 
     def run(self, ctx: Any, step: str) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
+from .schema import ROLE_DEFAULTS as ROLE_DEFAULTS  # re-exported: role lookup lives with the schema
 from .schema import EvalConfig, MusicConfig, OptionError, TrainConfig
+from .schema import role_endpoint as role_endpoint
 
 PROMPT_PROFILES = ("paper", "small-model")
 SYNTH_ROLES = ("user_simulator", "assistant_simulator", "contrast")
@@ -31,21 +33,6 @@ def resolve_prompt_profile(cfg: MusicConfig) -> tuple[str, str]:
     if providers == {"local"}:
         return "small-model", "auto: every synthesis role runs on the local provider"
     return "paper", f"auto: synthesis roles run on {', '.join(sorted(providers))}"
-
-
-# Roles that may be left unset, and the role whose endpoint they then use.
-ROLE_DEFAULTS = {"contrast": "assistant_simulator", "auditor": "judge"}
-
-
-def role_endpoint(cfg: MusicConfig, role: str) -> str:
-    """The endpoint name a role uses (``contrast`` defaults to the assistant simulator's,
-    ``auditor`` to the judge's)."""
-    name = getattr(cfg.roles, role, None)
-    if name is None and role in ROLE_DEFAULTS:
-        name = getattr(cfg.roles, ROLE_DEFAULTS[role])
-    if name is None:
-        raise KeyError(role)
-    return str(name)
 
 
 def resolve_user_simulator(cfg: MusicConfig) -> str:
@@ -110,7 +97,7 @@ def schema_for(trainer: str, evaluators: list[str]) -> tuple[type, Any, dict[str
         trainer_cls = reg.get("trainer", trainer)
     except Exception:
         trainer_cls = None
-    section = getattr(trainer_cls, "config_class", TrainConfig) if trainer_cls is not None else TrainConfig
+    section = getattr(trainer_cls, "config_class", None) or TrainConfig  # None: the trainer adds no keys
     if not (isinstance(section, type) and issubclass(section, TrainConfig)):
         raise ConfigError(f"trainer {trainer!r}: config_class must be a dataclass that extends TrainConfig")
     chosen: dict[str, Any] = {}

@@ -93,6 +93,21 @@ class RolesConfig:
                                    "Best kept apart from the simulators: a model judging its own answers prefers them")
 
 
+# Roles that may be left unset, and the role whose endpoint they then use.
+ROLE_DEFAULTS = {"contrast": "assistant_simulator", "auditor": "judge"}
+
+
+def role_endpoint(cfg: MusicConfig, role: str) -> str:
+    """The endpoint name a role uses (``contrast`` defaults to the assistant simulator's,
+    ``auditor`` to the judge's)."""
+    name = getattr(cfg.roles, role, None)
+    if name is None and role in ROLE_DEFAULTS:
+        name = getattr(cfg.roles, ROLE_DEFAULTS[role])
+    if name is None:
+        raise KeyError(role)
+    return str(name)
+
+
 @dataclass
 class RunConfig:
     output_dir: str = _f("runs/default", "where every stage writes; a rerun resumes here")

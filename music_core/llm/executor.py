@@ -465,7 +465,7 @@ class LLMPool:
         return out
 
     def endpoint_name(self, role: str) -> str:
-        from ..config.load import role_endpoint
+        from ..config.schema import role_endpoint
 
         return role_endpoint(self.config, role)
 

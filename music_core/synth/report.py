@@ -10,9 +10,8 @@ from statistics import mean
 from typing import Any
 
 from ..jsonl import iter_json_lines, write_text_atomic
-from ..paths import side_file
+from ..paths import side_file, side_paths
 from ..records import describe_read
-from .runner import side_paths
 
 
 def _error_kind(error: str) -> str:

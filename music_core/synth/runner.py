@@ -37,7 +37,7 @@ from ..data import content_hash
 from ..errors import ConfigError, MusicError, RecordError
 from ..jsonl import AppendOnlyJsonl, iter_json_lines, write_lines_atomic, write_text_atomic
 from ..llm.errors import EndpointFatalError, LLMError
-from ..paths import side_file
+from ..paths import side_paths
 from ..tasks import cancel_all, until_first_failure
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
@@ -54,10 +54,6 @@ class SynthFailed(MusicError):
     deliver what it was asked, though everything it made is written."""
 
     exit_code = 6
-
-
-def side_paths(out: Path) -> dict[str, Path]:
-    return {kind: side_file(out, kind) for kind in ("errors", "filtered", "config")}
 
 
 def fingerprint(ctx: Any) -> dict[str, Any]:
