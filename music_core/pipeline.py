@@ -16,7 +16,7 @@ import click
 from . import progress
 from .jsonl import write_text_atomic
 from .stages import stage_hashes
-from .sweep.shared import shared_step, step_dir
+from .steps import shared_step
 
 
 def _done(ctx: Any, step: str, h: str) -> bool:
@@ -31,7 +31,7 @@ def _mark(ctx: Any, step: str, h: str, summary: dict[str, Any], seconds: float) 
 
 def _run_step(ctx: Any, stage: Any, step: str, h: str) -> float:
     """Make one step (or, in a sweep, link the one another variant made with the same inputs)."""
-    local = step_dir(ctx, step) if ctx.config.run.shared_dir else None
+    local = stage.output_dir(ctx, step) if ctx.config.run.shared_dir else None
     if local is None:
         return _make(ctx, stage, step, h)
     with shared_step(Path(ctx.config.run.shared_dir), step, h, local) as claim:

@@ -45,6 +45,12 @@ class Stage(ABC):
         """Why a step is passed over in this run (None: it runs)."""
         return None
 
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        """The folder that holds everything the step writes, which a sweep links into the shared
+        store of steps (:mod:`music_core.steps`); None: the step cannot be shared (its output was
+        moved out of the run's folder by the stage's own ``output_dir`` key)."""
+        return None
+
     @abstractmethod
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
         """The hash of everything the step depends on; ``upstream`` holds the earlier steps'."""
@@ -64,6 +70,9 @@ class Stage(ABC):
 
 class SynthStage(Stage):
     name, report_key = "synth", "synth"
+
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        return None if ctx.config.synth.output else ctx.paths.synth_output.parent
 
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
         from .synth.runner import fingerprint
@@ -103,6 +112,9 @@ class AuditStage(Stage):
     """An independent judge of every synthetic pair (:mod:`music_core.audit`)."""
 
     name, report_key = "audit", "audit"
+
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        return None if ctx.config.audit.output_dir else ctx.paths.audit_dir
 
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
         from .config.load import role_endpoint
@@ -161,6 +173,9 @@ def original_data_hash(ctx: Any, upstream: dict[str, str]) -> str:
 class MixStage(Stage):
     name, report_key = "mix", "mix"
 
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        return None if ctx.config.mix.output_dir else ctx.paths.mix_dir
+
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
         # the mix reads the audit only when it acts on it
         acts = ctx.config.mix.audit.min_p is not None
@@ -206,6 +221,9 @@ class TrainStage(Stage):
     def steps(self, ctx: Any) -> list[str]:
         return [f"train-{rm}" for rm in RUN_RMS]
 
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        return ctx.paths.rm_dir(step.removeprefix("train-"))
+
     def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
         train = {k: v for k, v in plain(ctx.config.train).items() if k not in TRACKING_KEYS}
         rm = step.removeprefix("train-")
@@ -242,6 +260,9 @@ class EvalStage(Stage):
 
     def steps(self, ctx: Any) -> list[str]:
         return [f"eval-{name}" for name in ctx.config.eval.evaluators]
+
+    def output_dir(self, ctx: Any, step: str) -> Path | None:
+        return ctx.paths.eval_dir(step.removeprefix("eval-"))
 
     def skip_reason(self, ctx: Any, step: str) -> str | None:
         cls = self._evaluator(ctx, step.removeprefix("eval-"))
