@@ -492,8 +492,29 @@ class Evaluator(Component):
                 problems += check_data(value, f"eval.{cls.section_name()}.{attr}", local_only=True)
         return problems
 
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        """The metrics of reward model ``rm`` that a ``music sweep`` table shows for this
+        evaluator, read from the results its run wrote (``results.json``, ``report.json``'s
+        ``evaluations.<name>``): metric name -> ``{"value", "ci95": (low, high) or None, "group":
+        the plot it joins, "hits": item id -> 1, 0.5 or 0, or None}``. ``hits`` pairs two
+        variants' RMs on the items both scored (paired differences against the reference).
+        The default: ``models[rm]["accuracy"]`` as ``{"accuracy", "ci95"}`` (what
+        :func:`music_core.stats.accuracy` returns) gives ``"<command> accuracy"``, paired on
+        ``item_hits[rm]``; any other shape gives nothing. Return ``{}`` for no headline."""
+        return accuracy_headline(cls.command or cls.name, result, rm)
+
     @abstractmethod
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport: ...
+
+
+def accuracy_headline(label: str, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+    """:meth:`Evaluator.headline`'s default, for an evaluator labelled ``label``."""
+    acc = ((result.get("models") or {}).get(rm) or {}).get("accuracy")
+    if not isinstance(acc, dict) or acc.get("accuracy") is None:
+        return {}
+    return {f"{label} accuracy": {"value": acc["accuracy"], "ci95": acc.get("ci95"), "group": "accuracy",
+                                  "hits": (result.get("item_hits") or {}).get(rm)}}
 
 
 # ---- sweeps -----------------------------------------------------------------------------------

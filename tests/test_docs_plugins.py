@@ -94,6 +94,24 @@ def test_an_evaluators_options_exist_when_selected_and_music_run_uses_both_plugi
     assert json.loads((out / "eval" / "prefers-polite" / "results.json").read_text())["x"] is True
 
 
+def test_the_docs_evaluator_appears_in_a_music_sweep_table_with_its_headline_metric(tmp_path):
+    """The sweep's comparison knows no evaluator by name: the docs' evaluator names its own
+    column through ``Evaluator.headline``."""
+    env = install_docs_plugins(tmp_path)
+    proc = music("sweep", f"sweep.output_dir={tmp_path / 'sw'}", "run.progress=false", "run.stages=[mix,train,eval]",
+                 "train.trainer=length", "train.per_char=-1", "eval.evaluators=[prefers-polite]",
+                 "eval.polite.rude=No.,Absolutely-not-and-never-again", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "sw" / "report.json").read_text())
+    assert "prefers polite" in report["metrics"]
+    # per_char -1: the shorter answer wins, so "No." beats "Here you go!" and the long refusal does not
+    values = {r["overrides"]["eval.polite.rude"]: r["metrics"]["prefers polite"]["value"] for r in report["variants"]}
+    assert values == {"No.": 0.0, "Absolutely-not-and-never-again": 1.0}
+    md = (tmp_path / "sw" / "report.md").read_text()
+    assert "| prefers polite |" in md and "| 1.000 |" in md
+    assert (tmp_path / "sw" / "plots" / "politeness.png").stat().st_size > 1000
+
+
 def test_a_components_declared_options_are_checked_when_the_config_loads(tmp_path):
     """The docs' contrast strategy, installed as a distribution: its options_class is enforced at
     load (unknown option, wrong type, its own __post_init__ rule), each naming the key, before

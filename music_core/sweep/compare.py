@@ -1,7 +1,7 @@
 """The sweep's comparison: one row per variant with the headline metrics of its MUSIC RM and their
-intervals (held-out accuracy, the human-labelled evaluators, audit validity, RewardBench sections,
-Best-of-N win rates), paired differences against the reference variant on the items both scored,
-and plots: a metric against a numeric swept key with its interval band, bars otherwise."""
+intervals (each evaluator names its own through ``Evaluator.headline``; the audit's validity),
+paired differences against the reference variant on the items both scored, and plots: a metric
+against a numeric swept key with its interval band, bars otherwise."""
 
 from __future__ import annotations
 
@@ -10,49 +10,38 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..contracts import accuracy_headline
 from ..jsonl import write_text_atomic
-from ..stats import paired_difference, say_paired, wilson
+from ..stats import paired_difference, say_paired
+
+if TYPE_CHECKING:
+    from ..registry import Registry
 
 RM = "music"  # each variant's RM trained on the mix; its baseline is reported by its own run
+SKIPPED = "skipped"  # the eval stage's list of evaluators it passed over, beside their results
 
 
 def load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """metric -> {value, ci95, group, hits (item -> 0/1, for pairing)}."""
+def metrics(report: dict[str, Any], registry: Registry) -> dict[str, dict[str, Any]]:
+    """metric -> {value, ci95, group, hits (item -> 0/1, for pairing)}: each evaluator's own
+    headline (:meth:`music_core.contracts.Evaluator.headline`), the trainer's held-out accuracy
+    where no evaluator gave one, and the audit's validity."""
     out: dict[str, dict[str, Any]] = {}
-    evals = report.get("evaluations") or {}
-    pw = evals.get("pairwise-accuracy")
-    if pw and RM in pw.get("models", {}):
-        acc, n = pw["models"][RM]["accuracy"], pw["pairs"]
-        out["held-out accuracy"] = {"value": acc, "ci95": wilson(round(acc * n), n), "group": "accuracy",
-                                    "hits": (pw.get("item_hits") or {}).get(RM)}
-    else:
-        summary = ((report.get("reward_models") or {}).get(RM) or {}).get("summary") or {}
-        if summary.get("held-out accuracy") is not None:
-            out["held-out accuracy"] = {"value": summary["held-out accuracy"], "ci95": None, "group": "accuracy"}
-    for name, res in evals.items():
-        if not isinstance(res, dict) or name == "skipped":
+    for name, res in (report.get("evaluations") or {}).items():
+        if not isinstance(res, dict) or name == SKIPPED:
             continue
-        model = (res.get("models") or {}).get(RM) or {}
-        if isinstance(model.get("accuracy"), dict):  # the human-labelled evaluators
-            a = model["accuracy"]
-            out[f"{name} accuracy"] = {"value": a["accuracy"], "ci95": a["ci95"], "group": "accuracy",
-                                       "hits": (res.get("item_hits") or {}).get(RM)}
-        if name == "rewardbench":
-            for section, v in (model.get("sections") or {}).items():
-                out[f"RewardBench {section}"] = {"value": v, "ci95": None, "group": "RewardBench"}
-        if name == "rewardbench-2" and "Overall" in (model.get("subsets") or {}):
-            out["RewardBench 2 Overall"] = {"value": model["subsets"]["Overall"], "ci95": None, "group": "RewardBench"}
-        if name == "best-of-n":
-            for row in res.get("rows", []):
-                if row["comparison"] == f"{RM} BoN vs N=1":
-                    out[f"BoN win rate N={row['n']} ({row['prompt_set']})"] = {
-                        "value": row["win_rate"], "ci95": (row["ci95_low"], row["ci95_high"]), "group": "Best-of-N"}
+        if name in registry.names("evaluator"):
+            out.update(registry.get("evaluator", name).headline(res, RM))
+        else:  # its plugin is not loaded here: the contract's default reading of its results
+            out.update(accuracy_headline(name, res, RM))
+    summary = ((report.get("reward_models") or {}).get(RM) or {}).get("summary") or {}
+    if "held-out accuracy" not in out and summary.get("held-out accuracy") is not None:
+        out["held-out accuracy"] = {"value": summary["held-out accuracy"], "ci95": None, "group": "accuracy"}
     audit = report.get("audit")
     if audit and audit.get("validity", {}).get("rate") is not None:
         out["audit validity"] = {"value": audit["validity"]["rate"], "ci95": audit["validity"]["ci95"],
@@ -69,13 +58,13 @@ def paired(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] | None:
     return paired_difference([other["hits"][i] for i in common], [ref["hits"][i] for i in common])
 
 
-def write_comparison(sweep: Any) -> tuple[Path, Path]:
+def write_comparison(sweep: Any, registry: Registry) -> tuple[Path, Path]:
     rows = []
     swept = sorted({k for v in sweep.variants for k in v.overrides})
     for v in sweep.variants:
         report = load(sweep.root / v.name / "report.json")
         rows.append({"variant": v.name, "overrides": v.overrides, "duplicates": v.duplicates, "finished": report is not None,
-                     "metrics": metrics(report) if report else {}})
+                     "metrics": metrics(report, registry) if report else {}})
     ref = next(r for r in rows if r["variant"] == sweep.reference)
     for r in rows:
         r["paired_vs_reference"] = {}

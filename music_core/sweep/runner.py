@@ -202,7 +202,7 @@ def run_sweep(config_path: str | None, overrides: tuple[str, ...], *, reference:
                 {"hashes": stage_hashes(variant_context(sweep, v))}, indent=2) + "\n")
         else:
             failed.append((v.name, code))
-    md, js = write_comparison(sweep)
+    md, js = write_comparison(sweep, get_registry())  # each evaluator names its own headline metrics
     click.echo(f"report: {md}\nresults: {js}")
     if failed:
         raise SweepFailed("sweep: " + "; ".join(f"variant {n} exited {c} (log: {sweep.root / n / 'run.log'})"

@@ -103,6 +103,13 @@ class BestOfN(Evaluator):
         comparisons = prompts * len(bigger) * (rms + rms * (rms - 1) / 2)
         add("judge", 2 * comparisons, 2 * comparisons, 300 + 2 * (60 + b.turns * 2 * turn_tok))
 
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        """The RM's Best-of-N win rate against N=1, per N and prompt set, with its interval."""
+        return {f"BoN win rate N={row['n']} ({row['prompt_set']})": {
+                    "value": row["win_rate"], "ci95": (row["ci95_low"], row["ci95_high"]), "group": "Best-of-N"}
+                for row in result.get("rows", []) if row["comparison"] == f"{rm} BoN vs N=1"}
+
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         return asyncio.run(self._run(reward_models))
 

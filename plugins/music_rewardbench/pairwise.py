@@ -19,7 +19,7 @@ from music_core.scoring import (
     truncation,
     truncation_lines,
 )
-from music_core.stats import paired_table, say_paired
+from music_core.stats import paired_table, say_paired, wilson
 
 from .options import PairwiseEvalConfig
 
@@ -51,6 +51,16 @@ class PairwiseAccuracy(Evaluator):
         from music_core.preflight import check_data  # null: the mix's eval split, made by the run
 
         return check_data(section.data, "eval.pairwise.data", columns=("chosen", "rejected")) if section.data else []
+
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        """``held-out accuracy`` with its Wilson interval, paired on the pairs' ids."""
+        model = (result.get("models") or {}).get(rm)
+        if not model:
+            return {}
+        acc, n = model["accuracy"], result["pairs"]
+        return {"held-out accuracy": {"value": acc, "ci95": wilson(round(acc * n), n), "group": "accuracy",
+                                      "hits": (result.get("item_hits") or {}).get(rm)}}
 
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section

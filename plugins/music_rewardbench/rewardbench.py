@@ -87,6 +87,12 @@ class RewardBench(BenchmarkEvaluator):
     config_key = "rewardbench"
     benchmark = "RewardBench v1"
 
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        """Each section's score (Chat, Chat Hard, Safety, Reasoning, Overall)."""
+        sections = ((result.get("models") or {}).get(rm) or {}).get("sections") or {}
+        return {f"RewardBench {s}": {"value": v, "ci95": None, "group": "RewardBench"} for s, v in sections.items()}
+
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         if not cfg.path:

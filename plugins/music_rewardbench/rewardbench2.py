@@ -66,6 +66,13 @@ class RewardBench2(BenchmarkEvaluator):
     config_key = "rewardbench2"
     benchmark = "RewardBench 2"
 
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        subsets = ((result.get("models") or {}).get(rm) or {}).get("subsets") or {}
+        if "Overall" not in subsets:
+            return {}
+        return {"RewardBench 2 Overall": {"value": subsets["Overall"], "ci95": None, "group": "RewardBench"}}
+
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         if not cfg.path:
