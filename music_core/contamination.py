@@ -13,9 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data import Message
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 WORD = re.compile(r"\w+", re.UNICODE)
 _CACHE: dict[tuple[str, float, int], Contamination] = {}
@@ -50,7 +53,7 @@ def not_checked(reason: str) -> dict[str, Any]:
     return {"checked": False, "reason": reason, "contaminated": None, "excluded": 0}
 
 
-def for_run(ctx: Any) -> Contamination | str:
+def for_run(ctx: RunContext) -> Contamination | str:
     """The check against this run's training prompts, or why there is none."""
     cfg = ctx.config.eval.contamination
     path = Path(cfg.data) if cfg.data else ctx.paths.mix_file("train")
@@ -69,7 +72,7 @@ def for_run(ctx: Any) -> Contamination | str:
     return Contamination(found.source, found.n, cfg.exclude, found.train_ngrams)
 
 
-def check(ctx: Any, prompts: list[str]) -> tuple[list[bool], dict[str, Any]]:
+def check(ctx: RunContext, prompts: list[str]) -> tuple[list[bool], dict[str, Any]]:
     """Flags for these items' prompts (all False when nothing can be checked) and the summary."""
     c = for_run(ctx)
     if isinstance(c, str):
@@ -78,7 +81,7 @@ def check(ctx: Any, prompts: list[str]) -> tuple[list[bool], dict[str, Any]]:
     return flags, c.summary(flags)
 
 
-def excluded(ctx: Any, flags: list[bool]) -> list[bool]:
+def excluded(ctx: RunContext, flags: list[bool]) -> list[bool]:
     """Which items to leave out of scoring (the flagged ones, when asked to)."""
     return flags if ctx.config.eval.contamination.exclude else [False] * len(flags)
 

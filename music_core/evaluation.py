@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contracts import EvalReport, RewardModel, RewardScorer
 from .errors import ConfigError, MusicError
@@ -13,8 +13,11 @@ from .jsonl import write_text_atomic
 from .paths import RM_MARKER, RUN_RMS
 from .records import describe_read
 
+if TYPE_CHECKING:
+    from .context import RunContext
 
-def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> RewardScorer:
+
+def load_scorer(ctx: RunContext, model_dir: str, batch_size: int | None = None) -> RewardScorer:
     """The scorer of an RM folder, from the trainer named in its marker. RMs saved elsewhere (any
     HF sequence-classification folder, or a hub id such as ``Skywork/Skywork-Reward-Llama-3.1-8B``)
     go through the first registered trainer that ``loads_plain_folders``. A registered model
@@ -43,7 +46,7 @@ def load_scorer(ctx: Any, model_dir: str, batch_size: int | None = None) -> Rewa
     return ctx.component("trainer", trainer).load_scorer(str(path), batch_size)
 
 
-def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, str]:
+def resolve_reward_models(ctx: RunContext, given: dict[str, str] | None) -> dict[str, str]:
     rms = dict(given or ctx.config.eval.reward_models)
     if not rms:
         defaults = {n: str(ctx.paths.rm_dir(n)) for n in RUN_RMS
@@ -55,7 +58,7 @@ def resolve_reward_models(ctx: Any, given: dict[str, str] | None) -> dict[str, s
     return rms
 
 
-def run_evaluator(ctx: Any, name: str, reward_models: dict[str, str] | None = None) -> dict[str, Any]:
+def run_evaluator(ctx: RunContext, name: str, reward_models: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one evaluator under the record rule: what its readers read, kept and skipped goes into
     ``results.json`` (``n_total``, ``n_scored``, ``n_skipped``, ``records``) and the report, and
     every skipped record into ``skipped_records.jsonl`` beside them."""

@@ -14,7 +14,7 @@ import glob
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data import PreferencePair, content_hash
 from .errors import ConfigError, MusicError
@@ -24,8 +24,11 @@ from .paths import MIX_FILES, SKIPPED_RECORDS, is_side_file
 from .records import ReadTally
 from .synth.seeds import group_key
 
+if TYPE_CHECKING:
+    from .context import RunContext
 
-def synthetic_files(ctx: Any) -> list[Path]:
+
+def synthetic_files(ctx: RunContext) -> list[Path]:
     """The synthetic pair files to mix. Files named in ``mix.synthetic`` must exist; by default
     the synth output and its shards are taken if there are any, and otherwise the original
     data is mixed alone (a baseline needs no synthesis)."""
@@ -103,7 +106,7 @@ def split(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list
     return train, held
 
 
-def drop_by_audit(ctx: Any, synthetic: list[PreferencePair]) -> tuple[list[PreferencePair], dict[str, Any]]:
+def drop_by_audit(ctx: RunContext, synthetic: list[PreferencePair]) -> tuple[list[PreferencePair], dict[str, Any]]:
     """Keep the synthetic pairs whose audited P(chosen better) reaches ``mix.audit.min_p``; an
     unreadable verdict has no probability and is dropped. A pair the audit never saw is an
     error: filtering on a partial audit would keep the unjudged pairs silently."""
@@ -130,7 +133,7 @@ def _write_skipped(path: Path, *tallies: ReadTally) -> Path | None:
     return together.write_side_file(path)
 
 
-def run_mix(ctx: Any) -> dict[str, Any]:
+def run_mix(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.config.mix
     files = synthetic_files(ctx)
     source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
@@ -169,7 +172,7 @@ def run_mix(ctx: Any) -> dict[str, Any]:
     paths = ctx.paths
     for name, rows in zip(MIX_FILES, (train, held, orig_train)):
         write_jsonl_atomic(paths.mix_file(name), (p.to_dict() for p in rows))
-    summary = {
+    summary: dict[str, Any] = {
         "synthetic_files": [str(f) for f in files],
         "original_source": cfg.original.source, "original_path": cfg.original.path,
         "duplicates_dropped": {"synthetic": dup_syn, "original": dup_orig, "across": dup_cross},

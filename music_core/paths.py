@@ -19,7 +19,10 @@ Each stage's folder can be moved by its own ``output_dir`` key (``synth.output``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config.schema import MusicConfig
 
 RM_MARKER = "music_trainer.json"  # {"trainer": NAME, ...} in every folder the training stage wrote
 MIX_FILES = ("train", "eval", "original_train")
@@ -32,7 +35,7 @@ SIDE_SUFFIXES = {"errors": ".errors.jsonl", "filtered": ".filtered.jsonl", "conf
 
 
 class RunPaths:
-    def __init__(self, config: Any):
+    def __init__(self, config: MusicConfig):
         self.config = config
 
     @property

@@ -9,32 +9,36 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import progress
 from .jsonl import write_text_atomic
-from .stages import stage_hashes
+from .stages import Stage, stage_hashes
 from .steps import shared_step
 
+if TYPE_CHECKING:
+    from .context import RunContext
 
-def _done(ctx: Any, step: str, h: str) -> bool:
+
+def _done(ctx: RunContext, step: str, h: str) -> bool:
     marker = ctx.paths.stage_marker(step)
     return marker.exists() and json.loads(marker.read_text()).get("hash") == h
 
 
-def _mark(ctx: Any, step: str, h: str, summary: dict[str, Any], seconds: float) -> None:
+def _mark(ctx: RunContext, step: str, h: str, summary: dict[str, Any], seconds: float) -> None:
     write_text_atomic(ctx.paths.stage_marker(step),
                       json.dumps({"hash": h, "seconds": round(seconds, 1), "summary": summary}, indent=2, default=str) + "\n")
 
 
-def _run_step(ctx: Any, stage: Any, step: str, h: str) -> float:
+def _run_step(ctx: RunContext, stage: Stage, step: str, h: str) -> float:
     """Make one step (or, in a sweep, link the one another variant made with the same inputs)."""
-    local = stage.output_dir(ctx, step) if ctx.config.run.shared_dir else None
-    if local is None:
+    shared = ctx.config.run.shared_dir
+    local = stage.output_dir(ctx, step) if shared else None
+    if shared is None or local is None:
         return _make(ctx, stage, step, h)
-    with shared_step(Path(ctx.config.run.shared_dir), step, h, local) as claim:
+    with shared_step(Path(shared), step, h, local) as claim:
         if claim.made is not None:
             _mark(ctx, step, h, claim.made.get("summary") or {}, 0.0)
             progress.log(f"[{step}] made by another run of the sweep with the same inputs; linked")
@@ -44,7 +48,7 @@ def _run_step(ctx: Any, stage: Any, step: str, h: str) -> float:
         return seconds
 
 
-def _make(ctx: Any, stage: Any, step: str, h: str) -> float:
+def _make(ctx: RunContext, stage: Stage, step: str, h: str) -> float:
     progress.log(f"[{step}] running")
     t0 = time.perf_counter()
     summary = stage.run(ctx, step)
@@ -54,7 +58,7 @@ def _make(ctx: Any, stage: Any, step: str, h: str) -> float:
     return seconds
 
 
-def run_pipeline(ctx: Any) -> dict[str, Any]:
+def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     if ctx.config.run.dry_run:
         from .plan import print_plan
 

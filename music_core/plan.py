@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .config.load import role_endpoint
 
+if TYPE_CHECKING:
+    from .context import RunContext
+
 Rows = dict[str, dict[str, float]]
 
 
-def tally(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> Rows:
+def tally(ctx: RunContext, fill: Callable[[Any, Callable[..., None]], None]) -> Rows:
     """Calls, samples and tokens per role, as ``fill(ctx, add)`` adds them."""
     c = ctx.config
     rows: Rows = defaultdict(lambda: defaultdict(float))
@@ -32,12 +35,12 @@ def tally(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> Rows:
     return rows
 
 
-def estimate(ctx: Any) -> Rows:
+def estimate(ctx: RunContext) -> Rows:
     """Every stage of ``music run`` that calls an LLM."""
     return tally(ctx, _run_calls)
 
 
-def _run_calls(ctx: Any, add: Callable[..., None]) -> None:
+def _run_calls(ctx: RunContext, add: Callable[..., None]) -> None:
     c = ctx.config
 
     def ep(role: str) -> Any:
@@ -72,7 +75,7 @@ def _run_calls(ctx: Any, add: Callable[..., None]) -> None:
                 cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
 
 
-def rewrite_calls_per_turn(ctx: Any) -> int:
+def rewrite_calls_per_turn(ctx: RunContext) -> int:
     """What the selected contrast strategy says it asks the contrast role per turn."""
     try:
         return int(ctx.registry.get("contrast_strategy", ctx.config.synth.strategy).rewrite_calls_per_turn)
@@ -80,14 +83,14 @@ def rewrite_calls_per_turn(ctx: Any) -> int:
         return 0
 
 
-def synth_rounds(ctx: Any) -> int:
+def synth_rounds(ctx: RunContext) -> int:
     """Rounds of a batch-mode synthesis: per turn the chosen answer (with the rewrite), the
     rejected answer once its rewrite is back, and the user's next turn (none after the last)."""
     per_turn = 3 if rewrite_calls_per_turn(ctx) else 2
     return per_turn * ctx.config.synth.turns - 1
 
 
-def print_plan(ctx: Any) -> None:
+def print_plan(ctx: RunContext) -> None:
     c = ctx.config
     click.echo(f"music run plan (dry run: nothing is called) -> {c.run.output_dir}")
     from .stages import STAGES
@@ -111,7 +114,7 @@ def print_plan(ctx: Any) -> None:
         print_findings(ctx)
 
 
-def print_rows(ctx: Any, fill: Callable[[Any, Callable[..., None]], None]) -> tuple[float, float]:
+def print_rows(ctx: RunContext, fill: Callable[[Any, Callable[..., None]], None]) -> tuple[float, float]:
     """The table of calls, tokens and prices per role; returns (as configured, all online) USD."""
     c = ctx.config
     rows = tally(ctx, fill)

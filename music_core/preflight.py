@@ -10,17 +10,20 @@ problem, each naming its config key (:class:`~music_core.errors.PreflightError`,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .datacheck import _ASK_HUB, ROWS, check_data, hub_offline, in_hub_cache, looks_local
 from .errors import MusicError, PreflightError, Problem
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 __all__ = ["ROWS", "check", "check_data", "check_source", "find_problems", "hub_offline", "in_hub_cache",
            "looks_local", "planned_steps", "print_findings"]  # the data checks live in music_core.datacheck
 STAGE_SECTIONS = {"synth": ("seeds", "synth"), "audit": ("audit",), "mix": ("mix",), "train": ("train",)}
 
 
-def check_source(ctx: Any, cfg: Any, key: str, what: str) -> list[Problem]:
+def check_source(ctx: RunContext, cfg: Any, key: str, what: str) -> list[Problem]:
     """The seed source ``cfg.source`` (a :class:`DataSourceConfig` at config ``key``) exists,
     provides ``what`` (``conversations`` or ``pairs``), and its own preflight passes."""
     try:
@@ -40,7 +43,7 @@ def _ask(key: str, hook: Any, *args: Any) -> list[Problem]:
         return [Problem(key, str(exc))]
 
 
-def find_problems(ctx: Any, steps: list[str], *, ask_hub: bool = True) -> list[Problem]:
+def find_problems(ctx: RunContext, steps: list[str], *, ask_hub: bool = True) -> list[Problem]:
     """Every problem the pending ``steps`` (``synth``, ``train-music``, ``eval-rewardbench``, ...)
     would meet; ``ask_hub=False`` checks hub ids against the cache only (no request)."""
     token = _ASK_HUB.set(ask_hub)
@@ -50,7 +53,7 @@ def find_problems(ctx: Any, steps: list[str], *, ask_hub: bool = True) -> list[P
         _ASK_HUB.reset(token)
 
 
-def _find(ctx: Any, steps: list[str]) -> list[Problem]:
+def _find(ctx: RunContext, steps: list[str]) -> list[Problem]:
     c = ctx.config
     stages = {s.split("-", 1)[0] for s in steps}
     evaluators = [s.removeprefix("eval-") for s in steps if s.startswith("eval-")]
@@ -83,7 +86,7 @@ def _find(ctx: Any, steps: list[str]) -> list[Problem]:
     return problems + _keys(ctx, roles)
 
 
-def _registered(ctx: Any, kind: str, name: str, key: str, problems: list[Problem]) -> Any:
+def _registered(ctx: RunContext, kind: str, name: str, key: str, problems: list[Problem]) -> Any:
     try:
         return ctx.registry.get(kind, name)
     except MusicError as exc:
@@ -91,7 +94,7 @@ def _registered(ctx: Any, kind: str, name: str, key: str, problems: list[Problem
         return None
 
 
-def _components(ctx: Any, stages: set[str], evaluators: list[str]) -> list[Problem]:
+def _components(ctx: RunContext, stages: set[str], evaluators: list[str]) -> list[Problem]:
     """Every component a pending stage's section names (each ``*_options`` field says which
     key selects it); ``auto`` is resolved later by the stage itself."""
     c, problems = ctx.config, list[Problem]()
@@ -115,7 +118,7 @@ def _components(ctx: Any, stages: set[str], evaluators: list[str]) -> list[Probl
     return problems
 
 
-def _keys(ctx: Any, roles: list[str]) -> list[Problem]:
+def _keys(ctx: RunContext, roles: list[str]) -> list[Problem]:
     """Each endpoint the roles use, once: its provider exists and has what it needs to call (a
     key variable that is set), asked through the provider's own ``check_credentials``."""
     from .config.load import role_endpoint
@@ -138,7 +141,7 @@ def _keys(ctx: Any, roles: list[str]) -> list[Problem]:
     return problems
 
 
-def planned_steps(ctx: Any) -> list[tuple[Any, str]]:
+def planned_steps(ctx: RunContext) -> list[tuple[Any, str]]:
     """(stage, step) of every step ``music run`` would make, in order, less those with nothing to
     do (an evaluator without data)."""
     from .stages import STAGES
@@ -147,7 +150,7 @@ def planned_steps(ctx: Any) -> list[tuple[Any, str]]:
             if not STAGES[name].skip_reason(ctx, step)]
 
 
-def print_findings(ctx: Any) -> None:
+def print_findings(ctx: RunContext) -> None:
     """The dry run's view: what the preflight of ``music run`` would refuse, asking no server."""
     import click
 
@@ -158,7 +161,7 @@ def print_findings(ctx: Any) -> None:
         click.echo(f"    - {p}")
 
 
-def check(ctx: Any, steps: list[str]) -> None:
+def check(ctx: RunContext, steps: list[str]) -> None:
     """Raise :class:`PreflightError` listing every problem the pending ``steps`` would meet."""
     problems = find_problems(ctx, steps)
     if problems:

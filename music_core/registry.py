@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import contracts as c
 from .errors import PluginError, UnknownComponentError
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,6 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         return self.entry(kind, name).obj
 
-    def create(self, kind: str, name: str, options: dict[str, Any] | None = None, ctx: Any = None) -> Any:
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None, ctx: RunContext | None = None) -> Any:
         """Instantiate a registered component with the uniform ``(options, ctx)`` constructor."""
         return self.get(kind, name)(options, ctx)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config.load import role_endpoint
 from .jsonl import write_text_atomic
 from .stages import STAGES, load_json
 
+if TYPE_CHECKING:
+    from .context import RunContext
 
-def write_report(ctx: Any, seconds: float) -> tuple[Path, Path]:
+
+def write_report(ctx: RunContext, seconds: float) -> tuple[Path, Path]:
     paths, c = ctx.paths, ctx.config
     sections = {stage.report_key: stage.report(ctx) for stage in STAGES.values()}
     stages = {p.stem: load_json(p) for p in paths.stage_markers()}

@@ -12,11 +12,14 @@ import os
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .data import content_hash
 from .paths import RUN_RMS
 from .records import describe_read
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 
 def plain(cfg: Any) -> Any:
@@ -38,48 +41,48 @@ class Stage(ABC):
     name: ClassVar[str]
     report_key: ClassVar[str]  # its section of report.json
 
-    def steps(self, ctx: Any) -> list[str]:
+    def steps(self, ctx: RunContext) -> list[str]:
         return [self.name]
 
-    def skip_reason(self, ctx: Any, step: str) -> str | None:
+    def skip_reason(self, ctx: RunContext, step: str) -> str | None:
         """Why a step is passed over in this run (None: it runs)."""
         return None
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         """The folder that holds everything the step writes, which a sweep links into the shared
         store of steps (:mod:`music_core.steps`); None: the step cannot be shared (its output was
         moved out of the run's folder by the stage's own ``output_dir`` key)."""
         return None
 
     @abstractmethod
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         """The hash of everything the step depends on; ``upstream`` holds the earlier steps'."""
 
     @abstractmethod
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         """One line of ``--dry-run``: what the stage would do, calling nothing."""
 
     @abstractmethod
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         """Do the step; return a small JSON-able summary (kept in its stage marker)."""
 
     @abstractmethod
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         """Its section of the run report: JSON data (None: nothing yet) and Markdown lines."""
 
 
 class SynthStage(Stage):
     name, report_key = "synth", "synth"
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         return None if ctx.config.synth.output else ctx.paths.synth_output.parent
 
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         from .synth.runner import fingerprint
 
         return content_hash("synth", fingerprint(ctx), plain(ctx.config.seeds))
 
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         from .config import resolve_prompt_profile
 
         c = ctx.config
@@ -88,12 +91,12 @@ class SynthStage(Stage):
                 f"T={c.synth.turns}, strategy {c.synth.strategy} (fallback {c.synth.fallback_strategy}), filter "
                 f"{c.synth.filter}, prompt profile {profile} ({why})")
 
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         from .synth.runner import run_synth
 
         return {k: v for k, v in run_synth(ctx).items() if k != "usage"}
 
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         synth = load_json(ctx.paths.synth_side("report"))
         if not synth:
             return None, []
@@ -113,27 +116,27 @@ class AuditStage(Stage):
 
     name, report_key = "audit", "audit"
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         return None if ctx.config.audit.output_dir else ctx.paths.audit_dir
 
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         from .config.load import role_endpoint
 
         c = ctx.config
         return content_hash("audit", upstream["synth"], plain(c.audit), plain(c.models[role_endpoint(c, "auditor")]),
                             plain(c.mix.original))
 
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         from .audit.plan import describe
 
         return describe(ctx)
 
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         from .audit import run_audit
 
         return run_audit(ctx)
 
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         audit = load_json(ctx.paths.audit_file("report"))
         if not audit:
             return None, []
@@ -142,7 +145,7 @@ class AuditStage(Stage):
                                     f"`{ctx.paths.audit_file('audit')}`.", ""]
 
 
-def validity_line(ctx: Any) -> str | None:
+def validity_line(ctx: RunContext) -> str | None:
     """The audit's headline, to stand beside the reward models trained on the pairs."""
     audit = load_json(ctx.paths.audit_file("report"))
     if not audit or audit["validity"]["rate"] is None:
@@ -161,7 +164,7 @@ def validity_line(ctx: Any) -> str | None:
 TRACKING_KEYS = ("log_every", "trackers", "run_name", "tracker_project", "tracker_group")
 
 
-def original_data_hash(ctx: Any, upstream: dict[str, str]) -> str:
+def original_data_hash(ctx: RunContext, upstream: dict[str, str]) -> str:
     """What the baseline's data (``original_train``) depends on: the original source and the
     split, but not the synthetic pairs, unless a ratio ties its size to theirs."""
     m = ctx.config.mix
@@ -173,25 +176,25 @@ def original_data_hash(ctx: Any, upstream: dict[str, str]) -> str:
 class MixStage(Stage):
     name, report_key = "mix", "mix"
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         return None if ctx.config.mix.output_dir else ctx.paths.mix_dir
 
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         # the mix reads the audit only when it acts on it
         acts = ctx.config.mix.audit.min_p is not None
         return content_hash("mix", upstream["synth"], plain(ctx.config.mix), upstream.get("audit") if acts else None)
 
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         m = ctx.config.mix
         return (f"mix: synthetic {m.synthetic_count or 'all'} + original {m.original_count or 'all'} from "
                 f"{m.original.source}{' ' + m.original.path if m.original.path else ''}, eval fraction {m.eval_fraction}")
 
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         from .mix import run_mix
 
         return run_mix(ctx)
 
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         mix = load_json(ctx.paths.mix_file("summary"))
         if not mix:
             return None, []
@@ -205,7 +208,7 @@ class MixStage(Stage):
                      *([""] if read else [])]
 
 
-def describe_trainer(ctx: Any, train: Any) -> str:
+def describe_trainer(ctx: RunContext, train: Any) -> str:
     """The selected trainer's own one-line description of what it will train."""
     try:
         return str(ctx.registry.get("trainer", train.trainer).describe(train))
@@ -218,29 +221,29 @@ class TrainStage(Stage):
 
     name, report_key = "train", "reward_models"
 
-    def steps(self, ctx: Any) -> list[str]:
+    def steps(self, ctx: RunContext) -> list[str]:
         return [f"train-{rm}" for rm in RUN_RMS]
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         return ctx.paths.rm_dir(step.removeprefix("train-"))
 
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         train = {k: v for k, v in plain(ctx.config.train).items() if k not in TRACKING_KEYS}
         rm = step.removeprefix("train-")
         data = original_data_hash(ctx, upstream) if rm == "baseline" else upstream["mix"]
         return content_hash("train", rm, data, train)
 
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         return f"train x2 (baseline: original only; music: the mix): {describe_trainer(ctx, ctx.config.train)}"
 
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         from .training_stage import train_reward_model
 
         rm = step.removeprefix("train-")
         result = train_reward_model(ctx, name=rm, train_data=str(ctx.paths.mix_file(RUN_RMS[rm])))
         return {k: v for k, v in result.metrics.items() if not isinstance(v, dict)}
 
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         rms = {rm: load_json(ctx.paths.rm_marker(rm)) for rm in RUN_RMS}  # the training stage's own record
         summaries = {rm: (m or {}).get("summary") or {} for rm, m in rms.items()}
         validity = validity_line(ctx) if any(rms.values()) else None
@@ -258,22 +261,22 @@ class TrainStage(Stage):
 class EvalStage(Stage):
     name, report_key = "eval", "evaluations"
 
-    def steps(self, ctx: Any) -> list[str]:
+    def steps(self, ctx: RunContext) -> list[str]:
         return [f"eval-{name}" for name in ctx.config.eval.evaluators]
 
-    def output_dir(self, ctx: Any, step: str) -> Path | None:
+    def output_dir(self, ctx: RunContext, step: str) -> Path | None:
         return ctx.paths.eval_dir(step.removeprefix("eval-"))
 
-    def skip_reason(self, ctx: Any, step: str) -> str | None:
+    def skip_reason(self, ctx: RunContext, step: str) -> str | None:
         cls = self._evaluator(ctx, step.removeprefix("eval-"))
         return None if cls is None else cls.skip_reason(getattr(ctx.config.eval, cls.section_name(), None))
 
-    def inputs_hash(self, ctx: Any, step: str, upstream: dict[str, str]) -> str:
+    def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
         c = ctx.config
         return content_hash("eval", step.removeprefix("eval-"), *(upstream[f"train-{rm}"] for rm in RUN_RMS),
                             plain(c.eval), plain(c.models), plain(c.roles))
 
-    def plan(self, ctx: Any) -> str:
+    def plan(self, ctx: RunContext) -> str:
         parts = []
         for name in ctx.config.eval.evaluators:
             cls = self._evaluator(ctx, name)
@@ -281,13 +284,13 @@ class EvalStage(Stage):
                          else f"{name} (not registered)")
         return f"eval: {'; '.join(parts)}"
 
-    def run(self, ctx: Any, step: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, step: str) -> dict[str, Any]:
         from .evaluation import run_evaluator
 
         out = run_evaluator(ctx, step.removeprefix("eval-"), {rm: str(ctx.paths.rm_dir(rm)) for rm in RUN_RMS})
         return {"results": out["results_path"], "report": out["markdown_path"]}
 
-    def report(self, ctx: Any) -> tuple[Any, list[str]]:
+    def report(self, ctx: RunContext) -> tuple[Any, list[str]]:
         results: dict[str, Any] = {}
         lines: list[str] = []
         skipped: dict[str, str] = {}
@@ -308,7 +311,7 @@ class EvalStage(Stage):
         return results, lines
 
     @staticmethod
-    def _evaluator(ctx: Any, name: str) -> Any:
+    def _evaluator(ctx: RunContext, name: str) -> Any:
         try:
             return ctx.registry.get("evaluator", name)
         except Exception:  # not registered: running it will say so; the plan still prints
@@ -318,7 +321,7 @@ class EvalStage(Stage):
 STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), AuditStage(), MixStage(), TrainStage(), EvalStage())}
 
 
-def stage_hashes(ctx: Any) -> dict[str, str]:
+def stage_hashes(ctx: RunContext) -> dict[str, str]:
     """Every step's inputs hash, in stage order (each chained to the ones before it)."""
     hashes: dict[str, str] = {}
     for stage in STAGES.values():

@@ -5,15 +5,18 @@ makes the audit trustworthy: judge-human agreement on a small human-labelled sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..paths import RUN_RMS, labels_beside
 from .agreement import auditor_vote, human_agreement, rm_vote
 from .labels import read_labels
 
+if TYPE_CHECKING:
+    from ..context import RunContext
 
-def labels_path(ctx: Any, pair_files: list[str]) -> Path | None:
+
+def labels_path(ctx: RunContext, pair_files: list[str]) -> Path | None:
     given = ctx.config.audit.labels
     if given:
         if not Path(given).exists():
@@ -23,14 +26,14 @@ def labels_path(ctx: Any, pair_files: list[str]) -> Path | None:
     return beside if beside.exists() else None
 
 
-def reward_models(ctx: Any) -> dict[str, str]:
+def reward_models(ctx: RunContext) -> dict[str, str]:
     given = dict(ctx.config.audit.reward_models)
     if given:
         return given
     return {n: str(ctx.paths.rm_dir(n)) for n in RUN_RMS if (ctx.paths.rm_dir(n) / "config.json").exists()}
 
 
-def human_section(ctx: Any, result: dict[str, Any]) -> dict[str, Any] | None:
+def human_section(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any] | None:
     path = labels_path(ctx, result["files"])
     if path is None:
         return None

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.load import role_endpoint
 
+if TYPE_CHECKING:
+    from ..context import RunContext
 
-def expected_work(ctx: Any) -> tuple[int, int, int, str]:
+
+def expected_work(ctx: RunContext) -> tuple[int, int, int, str]:
     """(pairs, contrasted turns, known pairs, how the pairs were counted). The pairs are counted
     from the file when it exists (an audit after synthesis), else from the seeds synthesis will
     roll out, each with every turn contrasted."""
@@ -29,7 +32,7 @@ def expected_work(ctx: Any) -> tuple[int, int, int, str]:
     return pairs, pairs * per_pair, known_count(ctx), f"at most one per seed ({n} seeds), every turn contrasted"
 
 
-def known_count(ctx: Any) -> int:
+def known_count(ctx: RunContext) -> int:
     """Known pairs the calibration will judge: counted in a local known-answer file, else the
     sample size (the original data is not read for a plan: it may sit on a hub)."""
     a = ctx.config.audit
@@ -40,7 +43,7 @@ def known_count(ctx: Any) -> int:
     return 0 if (a.pairs and not a.known_pairs) or a.calibration_pairs == 0 else a.calibration_pairs
 
 
-def estimate(ctx: Any, add: Any) -> None:
+def estimate(ctx: RunContext, add: Any) -> None:
     """Both orders of every verdict: whole conversations, contrasted turns, known pairs."""
     c = ctx.config
     pairs, turns, known, _ = expected_work(ctx)
@@ -50,7 +53,7 @@ def estimate(ctx: Any, add: Any) -> None:
     add("auditor", 2 * turns, 2 * turns, 300 + conversation)  # a turn's histories: half a conversation each, on average
 
 
-def describe(ctx: Any) -> str:
+def describe(ctx: RunContext) -> str:
     c = ctx.config
     pairs, turns, known, counted = expected_work(ctx)
     a = c.audit

@@ -5,13 +5,16 @@ the calibration that says how far to trust any of it, in words."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..jsonl import write_text_atomic
 from ..records import describe_read
 from .human import human_section
 from .human import markdown as human_markdown
 from .stats import breakdown, rate, summary, tells_apart, turn_bucket
+
+if TYPE_CHECKING:
+    from ..context import RunContext
 
 RANK = {"invalid": 0, "flip": 1, "tie": 2, "unparsed": 3, "valid": 4}
 
@@ -84,7 +87,7 @@ def least_valid(records: list[dict[str, Any]], k: int = 5) -> list[dict[str, Any
     return out
 
 
-def build(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
+def build(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any]:
     records = result["records"]
     a = result["auditor"]
     from ..config.load import role_endpoint
@@ -193,7 +196,7 @@ def _quote(text: Any, limit: int = 160) -> str:
     return f"\"{s[:limit]}{'...' if len(s) > limit else ''}\""
 
 
-def write_report(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
+def write_report(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any]:
     report = build(ctx, result)
     write_text_atomic(ctx.paths.audit_file("report"), json.dumps(report, indent=2, default=str) + "\n")
     write_text_atomic(ctx.paths.audit_file("report-md"), markdown(report))

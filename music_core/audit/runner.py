@@ -20,7 +20,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..config.load import role_endpoint
@@ -35,6 +35,9 @@ from ..records import ReadTally
 from ..synth.rollout import is_transient
 from ..tasks import cancel_all, until_first_failure
 from .verdicts import classify, contrasted_turns, last_text, p_chosen, preferred
+
+if TYPE_CHECKING:
+    from ..context import RunContext
 
 QUOTE_CHARS = 300
 
@@ -52,14 +55,14 @@ class AuditIncomplete(MusicError):
     exit_code = 75
 
 
-def auditor_description(ctx: Any) -> dict[str, Any]:
+def auditor_description(ctx: RunContext) -> dict[str, Any]:
     c = ctx.config
     name = role_endpoint(c, "auditor")
     ep = c.models[name]
     return {"endpoint": name, "provider": ep.provider, "model": ep.model, "mode": ep.mode}
 
 
-def audit_hash(ctx: Any, judge: Any, turn_judge: Any) -> str:
+def audit_hash(ctx: RunContext, judge: Any, turn_judge: Any) -> str:
     """Everything that changes a verdict: the judges with their options and templates, and the
     auditor's model and sampling."""
     a = ctx.config.audit
@@ -73,7 +76,7 @@ def audit_hash(ctx: Any, judge: Any, turn_judge: Any) -> str:
                          "max_tokens": ep.max_tokens, "options": dict(ep.options)})
 
 
-def pair_files(ctx: Any) -> tuple[list[str], str]:
+def pair_files(ctx: RunContext) -> tuple[list[str], str]:
     """The files to audit, and the format to read them in: ``audit.pairs``, or the synthesis
     output and its shards (as the mix takes them)."""
     a = ctx.config.audit
@@ -88,7 +91,7 @@ def pair_files(ctx: Any) -> tuple[list[str], str]:
     return files, "music"
 
 
-def load_audit_pairs(ctx: Any, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str, int]:
+def load_audit_pairs(ctx: RunContext, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str, int]:
     """The pairs to audit (a seeded sample when ``audit.limit`` is set), where they came from,
     and how many repeated an id already taken. A bad line stops everything, naming file:line."""
     a = ctx.config.audit
@@ -111,7 +114,7 @@ def load_audit_pairs(ctx: Any, read: dict[str, ReadTally] | None = None) -> tupl
     return unique, where, len(pairs) - len(seen)
 
 
-def load_known_pairs(ctx: Any, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str | None, str | None]:
+def load_known_pairs(ctx: RunContext, read: dict[str, ReadTally] | None = None) -> tuple[list[PreferencePair], str | None, str | None]:
     """Known-answer pairs for calibration (chosen known better), where they came from, and why
     there are none when calibration is skipped."""
     c = ctx.config
@@ -197,7 +200,7 @@ async def audit_pair(pair: PreferencePair, judge: Any, turn_judge: Any, llm: Any
     return record
 
 
-async def audit(ctx: Any) -> dict[str, Any]:
+async def audit(ctx: RunContext) -> dict[str, Any]:
     c = ctx.config
     a = c.audit
     tallies: dict[str, ReadTally] = {}
@@ -284,7 +287,7 @@ def settle(path: Path, order: list[str], h: str) -> list[dict[str, Any]]:
     return records
 
 
-def run_audit(ctx: Any) -> dict[str, Any]:
+def run_audit(ctx: RunContext) -> dict[str, Any]:
     """The whole audit stage: judge, write the report, release the endpoints. Raises
     :class:`AuditIncomplete` (exit 75) when pairs are unaudited after transient failures, and
     :class:`AuditorUnreadable` or the endpoint's fatal error (exit 5) when the auditor cannot serve."""

@@ -33,7 +33,8 @@ from .ratelimit import SlidingWindowLimiter, Slot
 from .types import Completion, ProviderCall, SamplingParams, Usage
 
 if TYPE_CHECKING:
-    from ..config.schema import EndpointConfig
+    from ..config.schema import EndpointConfig, MusicConfig
+    from ..registry import Registry
 
 MAX_BACKOFF_S = 60.0
 MINUTE_S = 60.0  # the window providers count rpm/tpm in (a module constant so tests can shrink it)
@@ -425,7 +426,7 @@ class RoleClient:
 class LLMPool:
     """Endpoints by name, created on first use, one cache for all of them."""
 
-    def __init__(self, config: Any, registry: Any, cache_path: str | None, show_progress: bool = True):
+    def __init__(self, config: MusicConfig, registry: Registry, cache_path: str | None, show_progress: bool = True):
         self.config = config
         self.registry = registry
         self.cache = CallCache(cache_path) if cache_path else None

@@ -27,7 +27,7 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import progress
 from ..config import parse_shard, resolve_prompt_profile, resolve_user_simulator
@@ -41,6 +41,9 @@ from ..paths import side_paths
 from ..tasks import cancel_all, until_first_failure
 from .rollout import RolloutEngine, RolloutResult, RolloutSettings, is_transient
 from .seeds import Seed, select
+
+if TYPE_CHECKING:
+    from ..context import RunContext
 
 
 class SynthIncomplete(MusicError):
@@ -56,7 +59,7 @@ class SynthFailed(MusicError):
     exit_code = 6
 
 
-def fingerprint(ctx: Any) -> dict[str, Any]:
+def fingerprint(ctx: RunContext) -> dict[str, Any]:
     """Everything that changes what a pair would be; pair ids hash it."""
     c = ctx.config
     s = c.synth
@@ -82,7 +85,7 @@ def fingerprint(ctx: Any) -> dict[str, Any]:
     }
 
 
-def load_seeds(ctx: Any, read: dict[str, Any] | None = None) -> list[Seed]:
+def load_seeds(ctx: RunContext, read: dict[str, Any] | None = None) -> list[Seed]:
     """The seeds to roll out; no seeds at all is an error (an empty run would look like success).
     Unusable seed records are skipped under the record rule, listed in ``synth/skipped_seeds.jsonl``
     and counted into ``read`` (for the report)."""
@@ -109,7 +112,7 @@ def load_seeds(ctx: Any, read: dict[str, Any] | None = None) -> list[Seed]:
     return seeds
 
 
-def build_engine(ctx: Any) -> RolloutEngine:
+def build_engine(ctx: RunContext) -> RolloutEngine:
     cfg = ctx.config
     s = cfg.synth
     user = ctx.component("simulator", resolve_user_simulator(cfg), s.user_simulator_options)
@@ -171,7 +174,7 @@ def canonical_order(out: Path, order: list[str]) -> bool:
     return True
 
 
-async def synthesize(ctx: Any) -> dict[str, Any]:
+async def synthesize(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.config
     out = ctx.synth_output()
     seeds_read: dict[str, Any] = {}
@@ -268,7 +271,7 @@ async def synthesize(ctx: Any) -> dict[str, Any]:
     return stats
 
 
-def run_synth(ctx: Any) -> dict[str, Any]:
+def run_synth(ctx: RunContext) -> dict[str, Any]:
     """The whole synth stage: synthesize, write the report, release endpoints and threads.
     Raises :class:`SynthIncomplete` (exit 75) when pairs are missing after transient failures,
     and the endpoint's :class:`EndpointFatalError` (exit 5) when an endpoint cannot serve."""
