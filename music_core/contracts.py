@@ -326,16 +326,16 @@ class Trainer(Component):
     loads_plain_folders: ClassVar[bool] = False
 
     @classmethod
-    def check_config(cls, cfg: Any) -> None:  # noqa: B027 (optional hook)
+    def check_config(cls, cfg: TrainConfig) -> None:  # noqa: B027 (optional hook)
         """Cross-field rules on this trainer's ``train`` section."""
 
     @classmethod
-    def describe(cls, cfg: Any) -> str:
+    def describe(cls, cfg: TrainConfig) -> str:
         """One line for plans and reports: what this trainer will train with ``cfg``."""
         return cls.name
 
     @classmethod
-    def preflight(cls, cfg: Any) -> list[Problem]:
+    def preflight(cls, cfg: TrainConfig) -> list[Problem]:
         """What training with this ``train`` section would fail on that is known before the run's
         first call (the memory plan does not fit the GPUs, the backbone is not on this machine);
         ``music run`` refuses to start on any. Each problem names its ``train.*`` key."""

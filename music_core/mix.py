@@ -25,6 +25,7 @@ from .records import ReadTally
 from .synth.seeds import group_key
 
 if TYPE_CHECKING:
+    from .config.schema import MixConfig
     from .context import RunContext
 
 
@@ -66,7 +67,7 @@ def dedupe(pairs: list[PreferencePair]) -> tuple[list[PreferencePair], int]:
     return out, len(pairs) - len(out)
 
 
-def counts(n_syn: int, n_orig: int, cfg: Any) -> tuple[int, int]:
+def counts(n_syn: int, n_orig: int, cfg: MixConfig) -> tuple[int, int]:
     """How many synthetic and original pairs to take. A count the data cannot meet is an error
     naming its key, never quietly capped."""
     if cfg.synthetic_ratio is not None and (cfg.synthetic_count is not None or cfg.original_count is not None):

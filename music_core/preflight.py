@@ -16,14 +16,16 @@ from .datacheck import _ASK_HUB, ROWS, check_data, hub_offline, in_hub_cache, lo
 from .errors import MusicError, PreflightError, Problem
 
 if TYPE_CHECKING:
+    from .config.schema import DataSourceConfig
     from .context import RunContext
+    from .stages import Stage
 
 __all__ = ["ROWS", "check", "check_data", "check_source", "find_problems", "hub_offline", "in_hub_cache",
            "looks_local", "planned_steps", "print_findings"]  # the data checks live in music_core.datacheck
 STAGE_SECTIONS = {"synth": ("seeds", "synth"), "audit": ("audit",), "mix": ("mix",), "train": ("train",)}
 
 
-def check_source(ctx: RunContext, cfg: Any, key: str, what: str) -> list[Problem]:
+def check_source(ctx: RunContext, cfg: DataSourceConfig, key: str, what: str) -> list[Problem]:
     """The seed source ``cfg.source`` (a :class:`DataSourceConfig` at config ``key``) exists,
     provides ``what`` (``conversations`` or ``pairs``), and its own preflight passes."""
     try:
@@ -141,7 +143,7 @@ def _keys(ctx: RunContext, roles: list[str]) -> list[Problem]:
     return problems
 
 
-def planned_steps(ctx: RunContext) -> list[tuple[Any, str]]:
+def planned_steps(ctx: RunContext) -> list[tuple[Stage, str]]:
     """(stage, step) of every step ``music run`` would make, in order, less those with nothing to
     do (an evaluator without data)."""
     from .stages import STAGES

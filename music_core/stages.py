@@ -19,6 +19,7 @@ from .paths import RUN_RMS
 from .records import describe_read
 
 if TYPE_CHECKING:
+    from .config.schema import TrainConfig
     from .context import RunContext
 
 
@@ -208,7 +209,7 @@ class MixStage(Stage):
                      *([""] if read else [])]
 
 
-def describe_trainer(ctx: RunContext, train: Any) -> str:
+def describe_trainer(ctx: RunContext, train: TrainConfig) -> str:
     """The selected trainer's own one-line description of what it will train."""
     try:
         return str(ctx.registry.get("trainer", train.trainer).describe(train))

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from ..contracts import VariantJob
 from ..errors import ConfigError, MusicError
 from ..jsonl import write_text_atomic
 from .grid import Variant, build_variants, split_overrides
+
+if TYPE_CHECKING:
+    from ..config.schema import MusicConfig, SweepConfig
 
 RUN_KEYS = ("output_dir", "cache", "shared_dir", "dry_run")
 
@@ -38,9 +41,9 @@ class Sweep:
     base: list[str]
     variants: list[Variant]
     reference: str
-    section: Any
+    section: SweepConfig
 
-    def run_args(self, v: Variant, cfg: Any) -> list[str]:
+    def run_args(self, v: Variant, cfg: MusicConfig) -> list[str]:
         """Everything that makes a variant's ``music run``: its overrides and the sweep's folders."""
         extra = [f"run.output_dir={self.root / v.name}", f"run.cache={self.root / 'llm-cache.sqlite'}",
                  f"run.shared_dir={self.root / 'shared'}"]
@@ -48,7 +51,7 @@ class Sweep:
             extra += [f"train.run_name={v.name}", f"train.tracker_group={self.name}"]
         return self.base + v.argv() + extra
 
-    def job(self, v: Variant, cfg: Any) -> VariantJob:
+    def job(self, v: Variant, cfg: MusicConfig) -> VariantJob:
         argv = [sys.executable, "-m", "music_core", "run"]
         argv += ["--config", self.config_path] if self.config_path else []
         return VariantJob(v.name, argv + self.run_args(v, cfg), os.getcwd(),
@@ -56,7 +59,7 @@ class Sweep:
 
 
 def resolve(config_path: str | None, overrides: tuple[str, ...], reference: str | None,
-            name: str | None) -> tuple[Sweep, dict[str, Any]]:
+            name: str | None) -> tuple[Sweep, dict[str, MusicConfig]]:
     """Every variant's config, loaded and checked now: a bad key or value names the variant."""
     base, axes = split_overrides(overrides)
     base_cfg = load_config(config_path, base)
@@ -66,7 +69,7 @@ def resolve(config_path: str | None, overrides: tuple[str, ...], reference: str 
     sweep_name = name or section.name or "sweep-" + "-".join(k.split(".")[-1] for k in swept)
     root = Path(section.output_dir or Path("runs") / sweep_name)
     sweep = Sweep(sweep_name, root, config_path, base, variants, "", section)
-    configs: dict[str, Any] = {}
+    configs: dict[str, MusicConfig] = {}
     seen: dict[str, Variant] = {}
     kept: list[Variant] = []
     for v in variants:
@@ -90,7 +93,7 @@ def resolve(config_path: str | None, overrides: tuple[str, ...], reference: str 
     return sweep, configs
 
 
-def _comparable(cfg: Any) -> Any:
+def _comparable(cfg: MusicConfig) -> Any:
     data = dataclasses.asdict(cfg)
     for k in RUN_KEYS:
         data["run"].pop(k, None)
