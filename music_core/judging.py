@@ -54,3 +54,44 @@ async def judge_both_orders(judge: Judge, a: list[Message], b: list[Message], ll
     w1 = {"A": "a", "B": "b"}.get(v1.winner, "tie")
     w2 = {"A": "b", "B": "a"}.get(v2.winner, "tie")
     return JudgedPair(w1 if w1 == w2 else "tie", v1, v2)  # type: ignore[arg-type]
+
+
+# ---- reading a judgement of (chosen, rejected): the audit and the judges beside the RMs ----------
+
+VERDICTS = ("valid", "invalid", "flip", "tie", "unparsed")
+
+
+def preferred(judged: JudgedPair) -> tuple[str | None, str | None]:
+    """Which side each order preferred (``chosen``/``rejected``; None for a tie or no verdict):
+    chosen is shown first in the first order and second in the second."""
+    first = {"A": "chosen", "B": "rejected"}.get(judged.first.winner) if judged.first.method != "unparsed" else None
+    second = {"A": "rejected", "B": "chosen"}.get(judged.second.winner) if judged.second.method != "unparsed" else None
+    return first, second
+
+
+def classify(judged: JudgedPair) -> str:
+    if not judged.judged:
+        return "tie"  # identical sides: nothing to prefer
+    if judged.parsed < 2:
+        return "unparsed"
+    first, second = preferred(judged)
+    if first is None or second is None:
+        return "tie"
+    if first == second:
+        return "valid" if first == "chosen" else "invalid"
+    return "flip"
+
+
+def p_chosen(judged: JudgedPair) -> float | None:
+    """The position-debiased probability that chosen is better: the mean of the two orders'
+    label probabilities where the endpoint gave them, else the mean of the two text verdicts
+    (1 chosen, 0 rejected, 0.5 a tie). None when a verdict could not be read."""
+    if not judged.judged:
+        return 0.5
+    if judged.parsed < 2:
+        return None
+    if judged.p_a is not None:
+        return round(judged.p_a, 6)
+    score = {"chosen": 1.0, "rejected": 0.0, None: 0.5}
+    first, second = preferred(judged)
+    return (score[first] + score[second]) / 2
