@@ -74,6 +74,9 @@ def run_evaluator(ctx: RunContext, name: str, reward_models: dict[str, str] | No
     write_text_atomic(results_path, json.dumps({"evaluator": name, "reward_models": rms, **report.results, **read},
                                                indent=2, default=str) + "\n")
     write_text_atomic(md_path, with_read_line(report.markdown, read, side))
+    from .judge_scoring import raise_if_incomplete
+
+    raise_if_incomplete(name, report.results, str(md_path))  # exit 75 after the report: a rerun judges the rest
     return {"results_path": str(results_path), "markdown_path": str(md_path), "figures": report.figures,
             "report": report}
 

@@ -121,7 +121,8 @@ def print_rows(ctx: RunContext, fill: Callable[[Any, Callable[..., None]], None]
     click.echo("\n  role                 endpoint                                 mode      calls    samples   prompt tok  "
                "completion tok  online USD   batch USD")
     total = online_total = 0.0
-    for role in ("user_simulator", "assistant_simulator", "contrast", "auditor", "policy", "judge"):
+    fixed = ("user_simulator", "assistant_simulator", "contrast", "auditor", "policy", "judge")
+    for role in fixed + tuple(sorted(r for r in rows if r not in fixed)):  # then judge:NAME (eval.judges)
         if role not in rows:
             continue
         r = rows[role]

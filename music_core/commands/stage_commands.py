@@ -116,10 +116,18 @@ class EvalGroup(click.Group):
         @click.command(cmd_name, help=f"Run the {name!r} evaluator on eval.reward_models (or --rm NAME=PATH).")
         @config_options
         @click.option("--rm", "rms", multiple=True, metavar="NAME=PATH", help="reward model to evaluate (repeatable)")
-        def _cmd(config_path, overrides, rms):
+        @click.option("--judge", "judges", multiple=True, metavar="NAME=ENDPOINT",
+                      help="an LLM judge (an endpoint under models) scored beside the RMs on the same items, in "
+                           "pairwise evaluators (eval.judges; repeatable)")
+        def _cmd(config_path, overrides, rms, judges):
             from music_core.evaluation import run_evaluator
 
-            ctx_ = context(config_path, overrides, evaluators=(name,))  # its options, even if not in eval.evaluators
+            for j in judges:
+                if "=" not in j or not j.split("=", 1)[0] or not j.split("=", 1)[1]:
+                    raise click.BadParameter(f"{j!r}: expected NAME=ENDPOINT (an endpoint under models)",
+                                             param_hint="--judge")
+            extra = [f"eval.judges.{j.split('=', 1)[0]}={j.split('=', 1)[1]}" for j in judges]
+            ctx_ = context(config_path, overrides, extra, evaluators=(name,))  # its options, even if not in eval.evaluators
             report = run_evaluator(ctx_, name, dict(r.split("=", 1) for r in rms) or None)
             echo_kv(f"eval {cmd_name} done", {"results": report["results_path"], "report": report["markdown_path"]})
 

@@ -258,6 +258,11 @@ def check_semantics(cfg: MusicConfig) -> None:
     need(a.calibration_pairs >= 0, "audit.calibration_pairs", "must be >= 0")
     need(a.unreadable_stop >= 1, "audit.unreadable_stop", "must be at least 1")
     need(a.concurrency >= 1, "audit.concurrency", "must be at least 1")
+    for name, endpoint in (cfg.eval.judges or {}).items():
+        need(bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", str(name))), f"eval.judges.{name}",
+             "a judge's name is letters, digits, '_', '.' or '-' (it names its verdict file)")
+        need(endpoint in cfg.models, f"eval.judges.{name}",
+             f"endpoint {endpoint!r} is not defined under models (defined: {sorted(cfg.models)})")
     need(cfg.eval.contamination.ngram >= 4, "eval.contamination.ngram", "must be at least 4 (shorter n-grams match by chance)")
     need(cfg.sweep.jobs >= 1, "sweep.jobs", "must be at least 1")
     p = cfg.mix.audit.min_p

@@ -100,6 +100,10 @@ ROLE_DEFAULTS = {"contrast": "assistant_simulator", "auditor": "judge"}
 def role_endpoint(cfg: MusicConfig, role: str) -> str:
     """The endpoint name a role uses (``contrast`` defaults to the assistant simulator's,
     ``auditor`` to the judge's)."""
+    if role.startswith("judge:"):  # an LLM judge scored beside the RMs (eval.judges)
+        judges = getattr(cfg.eval, "judges", None) or {}
+        if role[len("judge:"):] in judges:
+            return str(judges[role[len("judge:"):]])
     name = getattr(cfg.roles, role, None)
     if name is None and role in ROLE_DEFAULTS:
         name = getattr(cfg.roles, ROLE_DEFAULTS[role])
@@ -262,6 +266,10 @@ class EvalConfig:
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig,
                                                metadata={"help": "overlap of evaluation items with the training prompts"})
     output_dir: str | None = _f(None, "default: <output_dir>/eval")
+    judges: dict[str, str] = _f({}, "name -> endpoint (under models): an LLM judge scored beside the RMs in every "
+                                    "pairwise evaluator, on the same items (`music eval X --judge NAME=ENDPOINT`)")
+    judge: str = _f("pairwise", "registered judge the eval.judges endpoints answer as (both orders)")
+    judge_options: dict[str, Any] = component_options("judge", "judge", "options of that judge")
 
 
 @dataclass

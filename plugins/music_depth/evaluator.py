@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Message, PreferencePair
 from music_core.errors import ConfigError, MusicError
@@ -118,6 +118,7 @@ class Depth(Evaluator):
         results["paired"]["d>=1"] = paired_table({n: [x for p, x in zip(pairs, h) if p.meta["depth"] >= 1]
                                                   for n, h in hits.items()}, cfg.bootstrap, cfg.seed)
         results["item_hits"] = {name: {p.id: x for p, x in zip(pairs, h)} for name, h in hits.items()}
+        results["judges"] = self.judges(pairs, hits)
         results["headline"] = headline(self.name, results)
         figure = depth_curve(results, self.ctx.paths.eval_dir(self.name) / "depth_curve.png")
         results["figure"] = figure
@@ -148,6 +149,25 @@ class Depth(Evaluator):
             seen[name] = (per_pair, scored.limits)
         task.close()
         return hits, visible, seen
+
+    def judges(self, pairs: list[PreferencePair], hits: dict[str, list[float]]) -> dict[str, Any] | None:
+        """The LLM judges (eval.judges) on the same pairs, with their accuracy by depth, kind and
+        turns (a judge reads the whole conversation: no truncation, every pair visible)."""
+        cfg = self.section
+        block = judge_scoring.beside(self.ctx, self.name, [(p.chosen, p.rejected) for p in pairs], hits,
+                                     bootstrap=cfg.bootstrap, seed=cfg.seed, ids=[p.id for p in pairs])
+        for j in (block or {}).get("judges", {}).values():
+            judged = [(p, h) for p, h in zip(pairs, j["hits"]) if h is not None]
+            j["figures"] = self.figures([p for p, _ in judged], [h for _, h in judged], [True] * len(judged))
+        return block
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """The LLM judges' calls (eval.judges): a pair per conversation, depth and kind (a guess
+        of 100 conversations when eval.depth.limit does not say)."""
+        items = judge_scoring.local_records(section.data) or \
+            (getattr(section, "limit", None) or 100) * len(section.depths) * len(section.kinds)
+        judge_scoring.estimate(cfg, add, items, conversation_tokens=600)
 
     def figures(self, pairs: list[PreferencePair], hits: list[float], visible: list[bool]) -> dict[str, Any]:
         cfg = self.section

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.scoring import truncation_lines
 from music_core.stats import say_paired
 
@@ -49,6 +49,10 @@ def markdown(r: dict[str, Any]) -> str:
     for name, m in r["models"].items():
         lines.append(f"| {name} | " + " | ".join(_acc(m["by_depth"].get(d)) for d in depths)
                      + f" | {_acc(m['d>=1'])} | {m['ties']} |")
+    for name, j in ((r.get("judges") or {}).get("judges") or {}).items():  # LLM judges (eval.judges)
+        m = j["figures"]
+        lines.append(f"| judge {name} | " + " | ".join(_acc(m["by_depth"].get(d)) for d in depths)
+                     + f" | {_acc(m['d>=1'])} | {m['ties']} |")
     if any(m["not_visible"] for m in r["models"].values()):
         lines += ["", "Pairs whose defect truncation cut away (the whole first exchange dropped, and the defect in it) "
                       "are not visible to that RM; accuracy on the visible pairs only:", "",
@@ -74,6 +78,7 @@ def markdown(r: dict[str, Any]) -> str:
         for d, rows in r["paired"].items():
             label = f"d = {d}" if d.isdigit() else "d >= 1"
             lines += [f"- {label}: {say_paired(p['a'], p['b'], p, 'pairs')}" for p in rows]
+    lines += judge_scoring.markdown(r.get("judges"), "pairs")
     lines += truncation_lines(r.get("truncation", {}))
     if r.get("figure"):
         lines += ["", f"![accuracy by depth]({Path(r['figure']).name})"]

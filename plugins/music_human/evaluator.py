@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Message
 from music_core.errors import ConfigError
@@ -86,6 +86,14 @@ class HumanPreferenceEvaluator(Evaluator):
                           columns=cls.required) if section.data else []
 
     @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """The LLM judges' calls (eval.judges): one per decided item and order (a guess of 1000
+        items when neither eval.<section>.limit nor a local JSONL file says how many)."""
+        if section.data:
+            items = section.limit or judge_scoring.local_records(section.data) or 1000
+            judge_scoring.estimate(cfg, add, items, conversation_tokens=600)
+
+    @classmethod
     def check_config(cls, section: Any, cfg: Any) -> None:
         if section.tie_margin < 0:
             raise ConfigError(f"config key 'eval.{cls.section_name()}.tie_margin': must be >= 0")
@@ -132,6 +140,10 @@ class HumanPreferenceEvaluator(Evaluator):
         results["paired_multi_turn"] = paired_table({n: [h[k] for k in multi] for n, h in hits.items()},
                                                     cfg.bootstrap, cfg.seed)
         results["item_hits"] = {name: {items[i].id: h[k] for k, i in enumerate(decided)} for name, h in hits.items()}
+        results["judges"] = judge_scoring.beside(
+            self.ctx, self.name, [(items[i].a, items[i].b) if items[i].winner == "a" else (items[i].b, items[i].a)
+                                  for i in decided], hits, bootstrap=cfg.bootstrap, seed=cfg.seed,
+            ids=[items[i].id for i in decided])
         results.update(self.extra(items, diffs))
         results["headline"] = headline(self.name, results)
         return EvalReport(self.name, results, self.markdown(results))
@@ -191,6 +203,7 @@ class HumanPreferenceEvaluator(Evaluator):
             for name, m in r["models"].items():
                 lines.append(f"| {name} | " + " | ".join(_acc(m["by_language"].get(k)) for k in languages) + " |")
         lines += paired_lines(r)
+        lines += judge_scoring.markdown(r.get("judges"), "decided items")
         lines += truncation_lines(r.get("truncation", {}))
         return "\n".join(lines) + "\n"
 

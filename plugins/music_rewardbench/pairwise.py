@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, Problem, RewardModel
 from music_core.data import PreferencePair
 from music_core.errors import MusicError
@@ -51,6 +51,12 @@ class PairwiseAccuracy(Evaluator):
         from music_core.preflight import check_data  # null: the mix's eval split, made by the run
 
         return check_data(section.data, "eval.pairwise.data", columns=("chosen", "rejected")) if section.data else []
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """The LLM judges' calls (eval.judges): the data's pairs, or a guess at the mix's eval split."""
+        guess = ((cfg.seeds.limit or 0) + (cfg.mix.original_count or 100)) * cfg.mix.eval_fraction
+        judge_scoring.estimate(cfg, add, judge_scoring.local_records(section.data) or round(guess))
 
     @classmethod
     def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
@@ -98,6 +104,8 @@ class PairwiseAccuracy(Evaluator):
         results["paired"] = paired_table(all_hits)
         # per item, so that a sweep can pair two runs' RMs on the items they share
         results["item_hits"] = {name: dict(zip((p.id for p in pairs), h)) for name, h in all_hits.items()}
+        results["judges"] = judge_scoring.beside(self.ctx, self.name, [(p.chosen, p.rejected) for p in pairs], all_hits,
+                                                 ids=[p.id for p in pairs])
         return EvalReport(self.name, results, to_markdown(results))
 
 
@@ -109,6 +117,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     for name, m in r["models"].items():
         lines.append(f"| {name} | {m['accuracy']:.3f} | {fmt(m['source'])} | {fmt(m['strategy'])} | {fmt(m['first_divergent_turn'])} |")
     lines += paired_lines(r["paired"])
+    lines += judge_scoring.markdown(r.get("judges"), "pairs")
     lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, Problem, RewardModel
 from music_core.data import Message
 from music_core.errors import ConfigError
@@ -127,7 +127,30 @@ class RewardBench(BenchmarkEvaluator):
                    "contamination": contaminated, "paired": paired_by_section(examples, hits),
                    "note": ("'builtin' is a 46-example set in RewardBench's schema written for this project, "
                             "two per subset: a smoke test of the pipeline, not RewardBench") if cfg.path == "builtin" else ""}
+        results["judges"] = judges_beside(self.ctx, self.name, examples, convs_c, convs_r, hits)
         return EvalReport(self.name, results, to_markdown(results))
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """The LLM judges' calls (eval.judges): two per example (the builtin set has 46, the
+        filtered split 2,985)."""
+        if section.path:
+            items = 46 if section.path == "builtin" else judge_scoring.local_records(section.path) or sum(EXAMPLE_COUNTS.values())
+            judge_scoring.estimate(cfg, add, items)
+
+
+def judges_beside(ctx: Any, evaluator: str, examples: list[dict[str, Any]], chosen: list[list[Message]],
+                  rejected: list[list[Message]], hits: dict[str, list[int]]) -> dict[str, Any] | None:
+    """The LLM judges (eval.judges) on the same examples, with their RewardBench section scores
+    (a judge's tie, position flip or unread verdict counts half, as its accuracy does)."""
+    block = judge_scoring.beside(ctx, evaluator, list(zip(chosen, rejected)), hits, ids=[str(i) for i in range(len(examples))])
+    for j in (block or {}).get("judges", {}).values():
+        correct: dict[str, list[float]] = defaultdict(list)
+        for e, h in zip(examples, j["hits"]):
+            if h is not None:
+                correct[e["subset"]].append(h)
+        j["sections"] = section_scores({s: sum(v) / len(v) for s, v in correct.items()})
+    return block
 
 
 def paired_by_section(examples: list[dict[str, Any]], hits: dict[str, list[int]]) -> dict[str, Any]:
@@ -150,5 +173,10 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += ["", contamination.describe(r["contamination"]) + "."]
     for section, rows in r["paired"].items():
         lines += paired_lines(rows, f"{section}: ")
+    if r.get("judges"):
+        lines += judge_scoring.markdown(r["judges"], "examples")
+        lines += ["", "| judge | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for name, j in r["judges"]["judges"].items():
+            lines.append(f"| judge {name} | " + " | ".join(f"{j['sections'].get(c, float('nan')):.1f}" for c in cols) + " |")
     lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Message
 from music_core.errors import ConfigError
@@ -38,6 +38,13 @@ class RMB(Evaluator):
     @classmethod
     def skip_reason(cls, section: Any) -> str | None:
         return None if section.data else f"no data: set eval.rmb.data to RMB's RMB_dataset folder ({SOURCE})"
+
+    @classmethod
+    def estimate(cls, section: Any, cfg: Any, add: Any) -> None:
+        """The LLM judges' calls (eval.judges), on the pairwise set only (a guess of 3,000 items
+        when eval.rmb.limit does not say)."""
+        if section.data and "pairwise" in section.sets:
+            judge_scoring.estimate(cfg, add, section.limit or 3000, conversation_tokens=600)
 
     @classmethod
     def check_config(cls, section: Any, cfg: Any) -> None:
@@ -72,6 +79,11 @@ class RMB(Evaluator):
         results["paired"] = {s: paired_table({n: [x for it, x in zip(items, h) if it.set == s] for n, h in hits.items()},
                                              cfg.bootstrap, cfg.seed) for s in sets}
         results["item_hits"] = {name: {it.uid: x for it, x in zip(items, h)} for name, h in hits.items()}
+        pw = [k for k, it in enumerate(items) if it.set == "pairwise"]  # a judge compares two conversations
+        results["judges"] = judge_scoring.beside(
+            self.ctx, self.name, [(items[k].conversations[0], items[k].conversations[1]) for k in pw],
+            {n: [h[k] for k in pw] for n, h in hits.items()}, bootstrap=cfg.bootstrap, seed=cfg.seed,
+            ids=[items[k].uid for k in pw])
         results["headline"] = headline(self.name, results)
         return EvalReport(self.name, results, markdown(results))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from music_core import contamination
+from music_core import contamination, judge_scoring
 from music_core.scoring import truncation_lines
 from music_core.stats import say_paired
 
@@ -59,6 +59,7 @@ def markdown(r: dict[str, Any]) -> str:
     if any(r["paired"].values()):
         lines += ["", "Paired differences (same items; accuracy of the first minus the second):", ""]
         lines += [f"- {SET_NAMES[s]}: {say_paired(p['a'], p['b'], p)}" for s, rows in r["paired"].items() for p in rows]
+    lines += judge_scoring.markdown(r.get("judges"), "pairwise items")
     lines += truncation_lines(r.get("truncation", {}))
     return "\n".join(lines) + "\n"
 
