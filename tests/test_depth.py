@@ -214,6 +214,34 @@ def test_bench_writes_a_file_datasets_loads_and_a_card_and_eval_scores_it(tmp_pa
     assert r["pairs"] == len(rows) and r["models"]["whole"]["all"]["accuracy"] == 1.0 and r["built"] is None
 
 
+def test_by_default_it_builds_from_the_runs_held_out_pairs_capped_and_names_its_sweep_columns(tmp_path, plugins):
+    """No data and no conversations: the chosen sides of the mix's eval split (as `music run`
+    leaves it), at most eval.depth.limit of them, a seeded sample said in the report; the
+    headline a sweep table shows is d = 0 and d >= 1, each paired on its own pairs."""
+    from music_depth.evaluator import Depth
+
+    held_out = tmp_path / "run" / "mix" / "eval.jsonl"
+    held_out.parent.mkdir(parents=True)
+    rows = [r for r in ROWS if r["id"] != "c3"]  # a pair ends with an answer
+    held_out.write_text("".join(json.dumps({"id": r["id"], "chosen": r["messages"], "rejected": r["messages"][:-1] + [
+        {"role": "assistant", "content": "no"}]}) + "\n" for r in rows))
+    r, report = evaluate(tmp_path, plugins, "eval.depth.limit=3")
+    assert r["built"]["held_out"] and r["built"]["from"] == str(held_out)
+    assert r["built"]["sampled"] == {"conversations": 4, "used": 3, "limit": 3}
+    sources = {p.split("/")[0] for p in r["item_hits"]["last"]}
+    assert len(sources) == 3 and sources <= {row["id"] for row in rows}
+    assert "the chosen sides of the run's held-out pairs; a seeded sample of 3 of its 4 conversations" in report.read_text()
+    again, _ = evaluate(tmp_path, plugins, "eval.depth.limit=3")
+    assert again["item_hits"] == r["item_hits"]  # the same seed, the same sample
+    columns = Depth.headline(r, "last")
+    assert set(columns) == {"depth accuracy d = 0", "depth accuracy d >= 1"}
+    late = columns["depth accuracy d >= 1"]
+    assert late["value"] == 0.5 and late["group"] == "depth" and late["ci95"] == [0.5, 0.5]
+    assert set(late["hits"]) == {i for i, d in r["item_depths"].items() if d >= 1} and set(late["hits"].values()) == {0.5}
+    assert set(columns["depth accuracy d = 0"]["hits"]) == {i for i, d in r["item_depths"].items() if d == 0}
+    assert Depth.headline(r, "nobody") == {}
+
+
 def test_a_file_that_is_not_a_depth_benchmark_is_an_error_naming_it(tmp_path, plugins):
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"id": "p", "chosen": conversation(1, 1), "rejected": conversation(1, 1)[:1] + [
@@ -224,7 +252,8 @@ def test_a_file_that_is_not_a_depth_benchmark_is_an_error_naming_it(tmp_path, pl
 
 @pytest.mark.parametrize("overrides,key", [(["eval.depth.data=a.jsonl", "eval.depth.conversations=b.jsonl"], "data"),
                                            (["eval.depth.kinds=[off-topic,typo]"], "kinds"),
-                                           (["eval.depth.depths=[-1]"], "depths")])
+                                           (["eval.depth.depths=[-1]"], "depths"),
+                                           (["eval.depth.limit=0"], "limit")])
 def test_config_errors_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=f"eval.depth.{key}"):
         load_config(None, overrides, evaluators=("depth",))

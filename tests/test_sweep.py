@@ -175,3 +175,25 @@ def test_the_submitit_launcher_submits_one_array_respects_jobs_and_books_a_kille
         running += 1 if kind == "start" else -1
         most = max(most, running)
     assert most == 2
+
+
+def test_the_comparison_takes_each_evaluators_headline_from_its_class_and_names_none(plugins):
+    """Each key of a run's evaluations is looked up in the registry and asked for its headline;
+    an evaluator whose plugin is not loaded gets the contract's default reading; compare.py
+    itself names no registered evaluator."""
+    from music_core.sweep import compare
+
+    hits = {"a/d0/repeat": 1.0, "a/d1/repeat": 0.5, "b/d1/off-topic": 0.0}
+    acc = lambda v: {"n": 2, "accuracy": v, "ci95": [0.1, 0.9]}  # noqa: E731
+    report = {"evaluations": {
+        "depth": {"models": {"music": {"by_depth": {"0": acc(1.0)}, "d>=1": acc(0.25)}},
+                  "item_hits": {"music": hits}, "item_depths": {"a/d0/repeat": 0, "a/d1/repeat": 1, "b/d1/off-topic": 1}},
+        "pairwise-accuracy": {"pairs": 4, "models": {"music": {"accuracy": 0.75}}, "item_hits": {"music": {"p": 1}}},
+        "not-installed": {"models": {"music": {"accuracy": acc(0.6)}}},
+        "skipped": {"rmb": "no data"}}}
+    m = compare.metrics(report, plugins.registry)
+    assert list(m) == ["depth accuracy d = 0", "depth accuracy d >= 1", "held-out accuracy", "not-installed accuracy"]
+    assert m["depth accuracy d >= 1"]["value"] == 0.25 and set(m["depth accuracy d >= 1"]["hits"]) == {"a/d1/repeat", "b/d1/off-topic"}
+    assert m["held-out accuracy"]["hits"] == {"p": 1} and m["not-installed accuracy"]["ci95"] == [0.1, 0.9]
+    source = Path(compare.__file__).read_text()
+    assert not [n for n in plugins.registry.names("evaluator") if f'"{n}"' in source or f"'{n}'" in source]

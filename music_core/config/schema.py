@@ -261,7 +261,7 @@ class EvalConfig:
     (``Evaluator.config_class``), assembled at load time."""
 
     reward_models: dict[str, str] = _f({}, "name -> RM folder; `music run` fills baseline and music")
-    evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench", "rewardbench-2"],
+    evaluators: list[str] = _f(["best-of-n", "pairwise-accuracy", "rewardbench", "rewardbench-2", "depth"],
                                "evaluators `music run` uses")
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig,
                                                metadata={"help": "overlap of evaluation items with the training prompts"})

@@ -17,12 +17,14 @@ give accuracy on pairs seen whole and cut.
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from music_core import contamination, judge_scoring
 from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
-from music_core.data import Message, PreferencePair
+from music_core.data import Conversation, Message, PreferencePair
 from music_core.errors import ConfigError, MusicError
 from music_core.scoring import items_seen, score_conversations, scoring_task, truncation
 from music_core.stats import accuracy, paired_table
@@ -55,14 +57,10 @@ class Depth(Evaluator):
     def describe(cls, section: Any) -> str:
         if section.data:
             return f"depth on {section.data}"
-        return (f"depth on pairs built from {section.conversations or 'no conversations'} (d = "
-                f"{', '.join(map(str, section.depths))}; {', '.join(section.kinds)})")
-
-    @classmethod
-    def skip_reason(cls, section: Any) -> str | None:
-        if section.data or section.conversations:
-            return None
-        return "no data: set eval.depth.data (a `music bench depth` file) or eval.depth.conversations"
+        source = section.conversations or "the held-out pairs' chosen sides"
+        cap = f", at most {section.limit} conversations" if section.limit else ""
+        return (f"depth on pairs built from {source} (d = {', '.join(map(str, section.depths))}; "
+                f"{', '.join(section.kinds)}{cap}; rule-based, no LLM call)")
 
     @classmethod
     def check_config(cls, section: Any, cfg: Any) -> None:
@@ -74,9 +72,29 @@ class Depth(Evaluator):
                 parse(getattr(section, key))
             except ValueError as exc:
                 raise ConfigError(f"config key 'eval.depth.{key}': {exc}") from None
+        if section.limit is not None and section.limit < 1:
+            raise ConfigError("config key 'eval.depth.limit': must be at least 1, or null for every conversation")
         if section.batch_size < 1 or section.bootstrap < 0:
             raise ConfigError("config key 'eval.depth.batch_size' must be at least 1 and 'eval.depth.bootstrap' at "
                               "least 0")
+
+    @classmethod
+    def headline(cls, result: dict[str, Any], rm: str) -> dict[str, dict[str, Any]]:
+        """Accuracy at ``d = 0`` (the last answer) and at ``d >= 1`` (an earlier one), with their
+        intervals, each paired on its own pairs."""
+        model = (result.get("models") or {}).get(rm)
+        if not model:
+            return {}
+        hits = (result.get("item_hits") or {}).get(rm) or {}
+        depths = result.get("item_depths") or {}
+        out: dict[str, dict[str, Any]] = {}
+        for label, acc, keep in (("d = 0", (model.get("by_depth") or {}).get("0"), lambda d: d == 0),
+                                 ("d >= 1", model.get("d>=1"), lambda d: d >= 1)):
+            if acc and acc.get("n"):
+                out[f"depth accuracy {label}"] = {
+                    "value": acc["accuracy"], "ci95": acc["ci95"], "group": "depth",
+                    "hits": {i: h for i, h in hits.items() if i in depths and keep(depths[i])} or None}
+        return out
 
     def load(self) -> tuple[list[PreferencePair], dict[str, Any]]:
         """The pairs, from the benchmark file or built first (and written beside the report)."""
@@ -84,21 +102,33 @@ class Depth(Evaluator):
         if cfg.data:
             return read_depth_pairs(cfg.data), {"data": cfg.data, "built": None}
         depths, kinds = parse_depths(cfg.depths), parse_kinds(cfg.kinds)
-        convs, read = read_conversations(cfg.conversations)
+        source = cfg.conversations or str(self.ctx.paths.mix_file("eval"))
+        if not cfg.conversations and not Path(source).exists():
+            raise MusicError(f"depth: {source} not found (the run's held-out pairs: run `music mix`, or set "
+                             f"eval.depth.data or eval.depth.conversations)")
+        convs, read = read_conversations(source)
+        convs, sampled = sample(convs, cfg.limit, cfg.seed)
         built = build_pairs(convs, depths, kinds, cfg.seed)
         out = self.ctx.paths.eval_dir(self.name) / "pairs.jsonl"
-        command = (f"music eval depth eval.depth.conversations={cfg.conversations} eval.depth.depths=[{','.join(map(str, depths))}] "
-                   f"eval.depth.kinds=[{','.join(kinds)}] eval.depth.seed={cfg.seed}")
-        path, card = write_benchmark(built, out, source=cfg.conversations, read=read, depths=depths, kinds=kinds,
+        command = (f"music eval depth eval.depth.conversations={source} eval.depth.depths=[{','.join(map(str, depths))}] "
+                   f"eval.depth.kinds=[{','.join(kinds)}] eval.depth.limit={cfg.limit or 'null'} eval.depth.seed={cfg.seed}")
+        path, card = write_benchmark(built, out, source=source, read=read, depths=depths, kinds=kinds,
                                      seed=cfg.seed, command=command)
-        return built.pairs, {"data": str(path), "built": {"from": cfg.conversations, "card": str(card),
-                                                          "depths": depths, "kinds": kinds, "seed": cfg.seed}}
+        return built.pairs, {"data": str(path), "built": {"from": source, "held_out": not cfg.conversations,
+                                                          "card": str(card), "depths": depths, "kinds": kinds,
+                                                          "seed": cfg.seed, "sampled": sampled}}
 
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         pairs, source = self.load()
         flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
         pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
+        if not pairs and source["built"] and source["built"]["held_out"]:  # on by default: say so, never fail the run
+            return EvalReport(self.name, {**source, "pairs": 0, "n_scored": 0, "depths": [], "kinds": [], "models": {},
+                                          "paired": {}, "contamination": contaminated, "headline": []},
+                              f"## Where can the reward model see a defect? (depth)\n\nNo pair to score: the held-out "
+                              f"pairs (`{source['built']['from']}`) have no answer at the depths asked for, or every "
+                              f"pair was excluded as contaminated.\n")
         if not pairs:
             raise MusicError(f"depth: no pairs to score from {source['data']} (no conversation has an answer at the "
                              f"depths asked for, or every pair was excluded as contaminated)")
@@ -118,6 +148,7 @@ class Depth(Evaluator):
         results["paired"]["d>=1"] = paired_table({n: [x for p, x in zip(pairs, h) if p.meta["depth"] >= 1]
                                                   for n, h in hits.items()}, cfg.bootstrap, cfg.seed)
         results["item_hits"] = {name: {p.id: x for p, x in zip(pairs, h)} for name, h in hits.items()}
+        results["item_depths"] = {p.id: p.meta["depth"] for p in pairs}  # so a sweep pairs each depth's own pairs
         results["judges"] = self.judges(pairs, hits)
         results["headline"] = headline(self.name, results)
         figure = depth_curve(results, self.ctx.paths.eval_dir(self.name) / "depth_curve.png")
@@ -192,6 +223,14 @@ class Depth(Evaluator):
             out[group] = {k: acc(v) for k, v in sorted(groups[group].items(), key=lambda kv: _order(kv[0]))}
         out["by_turns"] = {b: acc(groups["by_turns"][b]) for b in TURN_BUCKETS if groups["by_turns"][b]}
         return out
+
+
+def sample(convs: list[Conversation], limit: int | None, seed: int) -> tuple[list[Conversation], dict[str, Any]]:
+    """At most ``limit`` conversations, a seeded sample kept in file order; and what was kept of how many."""
+    if limit is None or len(convs) <= limit:
+        return convs, {"conversations": len(convs), "used": len(convs), "limit": limit}
+    keep = sorted(random.Random(f"{seed}|limit").sample(range(len(convs)), limit))
+    return [convs[i] for i in keep], {"conversations": len(convs), "used": limit, "limit": limit}
 
 
 def _kinds_in(pairs: list[PreferencePair]) -> list[str]:

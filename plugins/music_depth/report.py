@@ -40,7 +40,10 @@ def headline(evaluator: str, r: dict[str, Any]) -> list[str]:
 def markdown(r: dict[str, Any]) -> str:
     depths = [str(d) for d in r["depths"]]
     built = r.get("built")
-    how = (f"built from `{built['from']}` (card: `{built['card']}`; seed {built['seed']})" if built else "")
+    how = ""
+    if built:
+        about = [*_used(built), f"card: `{built['card']}`", f"seed {built['seed']}"]
+        how = f"built from `{built['from']}` ({'; '.join(about)})"
     lines = ["## Where can the reward model see a defect? (depth)", "",
              f"`{r['data']}`{' ' + how if how else ''}: {r['pairs']} pairs; defects: {', '.join(r['kinds'])}; "
              f"{contamination.describe(r['contamination'])}. 95% bootstrap intervals.", "", MEANING, "",
@@ -83,6 +86,18 @@ def markdown(r: dict[str, Any]) -> str:
     if r.get("figure"):
         lines += ["", f"![accuracy by depth]({Path(r['figure']).name})"]
     return "\n".join(lines) + "\n"
+
+
+def _used(built: dict[str, Any]) -> list[str]:
+    """What of the source was used: the held-out pairs' chosen sides, and the cap on them."""
+    out = ["the chosen sides of the run's held-out pairs"] if built.get("held_out") else []
+    s = built.get("sampled") or {}
+    if s.get("used", 0) < s.get("conversations", 0):
+        out.append(f"a seeded sample of {s['used']} of its {s['conversations']} conversations, eval.depth.limit "
+                   f"{s['limit']}, to keep the run cheap")
+    elif s.get("limit"):
+        out.append(f"all {s['conversations']} conversations, within eval.depth.limit {s['limit']}")
+    return out
 
 
 def _num(x: float | None) -> str:
