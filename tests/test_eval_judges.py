@@ -209,6 +209,18 @@ def test_the_dry_run_prices_the_judges_calls(tmp_path):
     assert "jep (openai:judge-model)" in row and row.split()[4] == "12"  # 6 pairs, both orders
 
 
+def test_the_preflight_names_a_judge_endpoint_whose_key_is_not_set(tmp_path, plugins, monkeypatch):
+    from music_core.preflight import find_problems
+
+    monkeypatch.delenv("TEST_KEY", raising=False)
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "eval.evaluators=[pairwise-accuracy]",
+                             f"eval.pairwise.data={data}", *judge_args("http://127.0.0.1:9/v1")])
+    problems = find_problems(RunContext(cfg, plugins.registry), ["eval-pairwise-accuracy"], ask_hub=False)
+    assert [p.key for p in problems] == ["models.jep.api_key_env"]
+    assert "judge:loop" in problems[0].message and "TEST_KEY" in problems[0].message
+
+
 def always_first(messages: list[dict], index: int) -> str:
     return json.dumps({"reasons": "the first one", "winner": "A"})
 
