@@ -128,8 +128,8 @@ def print_rows(ctx: RunContext, fill: Callable[[Any, Callable[..., None]], None]
         r = rows[role]
         name = role_endpoint(c, role)
         ep = c.models[name]
-        online = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
-        batch = online * ep.batch_price_factor
+        online = ep.cost_usd(r["prompt_tokens"], r["completion_tokens"])
+        batch = ep.cost_usd(r["prompt_tokens"], r["completion_tokens"], batch=True)
         online_total += online
         total += batch if ep.mode == "batch" else online
         click.echo(f"  {role:20s} {name + ' (' + ep.provider + ':' + ep.model + ')':40s} {ep.mode:7s} {r['calls']:>8.0f} "

@@ -81,6 +81,11 @@ class EndpointConfig:
                                                 "provider's are listed in docs/providers.md; a key the provider does not "
                                                 "declare is refused)")
 
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float, batch: bool = False) -> float:
+        """What these tokens cost at this endpoint's prices; ``batch`` applies the batch price factor."""
+        online = (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
+        return online * self.batch_price_factor if batch else online
+
 
 @dataclass
 class RolesConfig:

@@ -328,8 +328,7 @@ class Endpoint:
             self.successes += 1
             usage.prompt_tokens += spent.prompt_tokens
             usage.completion_tokens += spent.completion_tokens
-            usage.cost_usd += (spent.prompt_tokens * self.config.price_input_per_mtok
-                               + spent.completion_tokens * self.config.price_output_per_mtok) / 1e6
+            usage.cost_usd += self.config.cost_usd(spent.prompt_tokens, spent.completion_tokens)
             return comps
 
     async def _call_batch(self, call: ProviderCall, usage: RoleUsage) -> list[Completion]:
@@ -353,9 +352,7 @@ class Endpoint:
         usage.batched += 1
         usage.prompt_tokens += spent.prompt_tokens
         usage.completion_tokens += spent.completion_tokens
-        usage.cost_usd += self.config.batch_price_factor * (
-            spent.prompt_tokens * self.config.price_input_per_mtok
-            + spent.completion_tokens * self.config.price_output_per_mtok) / 1e6
+        usage.cost_usd += self.config.cost_usd(spent.prompt_tokens, spent.completion_tokens, batch=True)
         return comps
 
     async def _pick_replica(self) -> Replica:

@@ -149,9 +149,8 @@ def plan(sweep: Sweep) -> None:
 
         for role, r in rows.items():
             ep = c.models[role_endpoint(c, role)]
-            usd = (r["prompt_tokens"] * ep.price_input_per_mtok + r["completion_tokens"] * ep.price_output_per_mtok) / 1e6
-            cost_online += usd
-            cost += usd * ep.batch_price_factor if ep.mode == "batch" else usd
+            cost_online += ep.cost_usd(r["prompt_tokens"], r["completion_tokens"])
+            cost += ep.cost_usd(r["prompt_tokens"], r["completion_tokens"], batch=ep.mode == "batch")
         click.echo(f"    LLM calls {calls:.0f}, estimated ${cost:.2f}")
         total, online = total + cost, online + cost_online
     print_cost(total, online)
