@@ -77,10 +77,9 @@ def _run_calls(ctx: RunContext, add: Callable[..., None]) -> None:
 
 def rewrite_calls_per_turn(ctx: RunContext) -> int:
     """What the selected contrast strategy says it asks the contrast role per turn."""
-    try:
-        return int(ctx.registry.get("contrast_strategy", ctx.config.synth.strategy).rewrite_calls_per_turn)
-    except Exception:  # not registered: synthesis will say so; the plan still prints
-        return 0
+    strategy = ctx.registry.find("contrast_strategy", ctx.config.synth.strategy)
+    # not registered: synthesis will say so; the plan still prints
+    return int(strategy.rewrite_calls_per_turn) if strategy is not None else 0
 
 
 def synth_rounds(ctx: RunContext) -> int:

@@ -119,6 +119,12 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         return self.entry(kind, name).obj
 
+    def find(self, kind: str, name: str | None) -> Any | None:
+        """The component ``name`` of ``kind``, or None when no plugin registered that name (a typo,
+        a blocked plugin): for callers that leave naming the problem to the stage that builds it."""
+        entry = self._items[kind].get(name) if name else None
+        return entry.obj if entry is not None else None
+
     def create(self, kind: str, name: str, options: dict[str, Any] | None = None, ctx: RunContext | None = None) -> Any:
         """Instantiate a registered component with the uniform ``(options, ctx)`` constructor."""
         return self.get(kind, name)(options, ctx)

@@ -211,10 +211,10 @@ class MixStage(Stage):
 
 def describe_trainer(ctx: RunContext, train: TrainConfig) -> str:
     """The selected trainer's own one-line description of what it will train."""
-    try:
-        return str(ctx.registry.get("trainer", train.trainer).describe(train))
-    except Exception:  # not registered: training will say so; the plan still prints
+    cls = ctx.registry.find("trainer", train.trainer)
+    if cls is None:  # not registered: training will say so; the plan still prints
         return f"{train.trainer} (not registered)"
+    return str(cls.describe(train))
 
 
 class TrainStage(Stage):
@@ -313,10 +313,7 @@ class EvalStage(Stage):
 
     @staticmethod
     def _evaluator(ctx: RunContext, name: str) -> Any:
-        try:
-            return ctx.registry.get("evaluator", name)
-        except Exception:  # not registered: running it will say so; the plan still prints
-            return None
+        return ctx.registry.find("evaluator", name)  # None when not registered: running it will say so
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), AuditStage(), MixStage(), TrainStage(), EvalStage())}

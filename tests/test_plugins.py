@@ -43,6 +43,34 @@ def test_register_and_unregister_per_test(plugins):
         plugins.registry.get("contrast_strategy", "reverse-test")
 
 
+def test_find_is_none_only_for_an_unknown_name_and_a_components_own_error_surfaces(plugins):
+    from types import SimpleNamespace
+
+    from music_core.contracts import Trainer
+    from music_core.stages import describe_trainer
+
+    class Broken(Trainer):
+        name = "broken-describe-test"
+
+        @classmethod
+        def describe(cls, cfg):
+            raise ImportError("no module named 'missing_dep'")
+
+    class BrokenPlugin:
+        @hookimpl
+        def register_trainers(self, register):
+            register(Broken)
+
+    reg = plugins.registry
+    assert reg.find("contrast_strategy", "reverse-test") is None and reg.find("trainer", None) is None
+    assert describe_trainer(SimpleNamespace(registry=reg), SimpleNamespace(trainer="nope")) == "nope (not registered)"
+    with temporary_plugin(ReversePlugin(), "reverse"), temporary_plugin(BrokenPlugin(), "broken"):
+        reg = plugins.registry  # rebuilt with the two plugins
+        assert reg.find("contrast_strategy", "reverse-test") is Reverse
+        with pytest.raises(ImportError, match="missing_dep"):  # not hidden as "(not registered)"
+            describe_trainer(SimpleNamespace(registry=reg), SimpleNamespace(trainer="broken-describe-test"))
+
+
 def test_duplicate_name_names_both_plugins(plugins):
     class Again:
         @hookimpl

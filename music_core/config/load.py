@@ -93,20 +93,14 @@ def schema_for(trainer: str, evaluators: list[str]) -> tuple[type, Any, dict[str
     from ..plugins import get_registry
 
     reg = get_registry()
-    try:
-        trainer_cls = reg.get("trainer", trainer)
-    except Exception:
-        trainer_cls = None
+    trainer_cls = reg.find("trainer", trainer)
     section = getattr(trainer_cls, "config_class", None) or TrainConfig  # None: the trainer adds no keys
     if not (isinstance(section, type) and issubclass(section, TrainConfig)):
         raise ConfigError(f"trainer {trainer!r}: config_class must be a dataclass that extends TrainConfig")
     chosen: dict[str, Any] = {}
     for name in evaluators:
-        try:
-            cls = reg.get("evaluator", name)
-        except Exception:
-            continue
-        if getattr(cls, "config_class", None) is not None:
+        cls = reg.find("evaluator", name)
+        if cls is not None and getattr(cls, "config_class", None) is not None:
             chosen[cls.section_name()] = cls
     key = (section, tuple((k, c.config_class) for k, c in sorted(chosen.items())))
     if key not in _SCHEMAS:
@@ -181,10 +175,7 @@ def declared_options(cfg: MusicConfig, kind: str, name: str | None) -> type | No
 
     if name == "auto" and kind == "simulator":
         name = resolve_user_simulator(cfg)
-    try:
-        cls = get_registry().get(kind, name) if name else None
-    except Exception:  # not registered: the stage that builds it names the problem
-        return None
+    cls = get_registry().find(kind, name)  # None when not registered: the stage that builds it names the problem
     return getattr(cls, "options_class", None)
 
 
