@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,24 @@ def test_offline_music_run_end_to_end_with_real_models(tmp_path):
     assert set(results["reward_models"]) == {"baseline", "music"}
     assert results["evaluations"]["rewardbench"]["models"]["music"]["sections"]["Overall"] >= 0
     assert "report:" in proc.stdout
+    # depth by default: the held-out pairs' chosen sides, rule-based defects; both RMs' curves with
+    # intervals, the plot, and the headline's music vs baseline at d >= 1 with its paired interval
+    depth = results["evaluations"]["depth"]
+    assert depth["built"]["held_out"] and depth["built"]["from"] == str(out / "mix" / "eval.jsonl")
+    assert set(depth["models"]) == {"baseline", "music"} and {0, 1} <= set(depth["depths"])
+    assert all(len(m["d>=1"]["ci95"]) == 2 for m in depth["models"].values())
+    assert "## Where can the reward model see a defect? (depth)" in report
+    curve = report[report.index("## Where can the reward model see a defect? (depth)"):]
+    assert "| reward model | d = 0 | d = 1 | " in curve
+    assert all(re.search(rf"\| {rm} \| [01]\.\d{{3}} \[[01]\.\d\d, [01]\.\d\d\] \(n=\d+\) \|", curve)
+               for rm in ("music", "baseline"))
+    assert "![accuracy by depth](eval/depth/depth_curve.png)" in report
+    assert (out / "eval" / "depth" / "depth_curve.png").stat().st_size > 1000
+    headline = report[report.index("**Headline**"):report.index("\n## ", report.index("**Headline**"))]
+    assert "- depth: at d>=1 (music " in headline and "music vs baseline: " in headline and " points [" in headline
+    # a rerun makes no call: every step is done with the same inputs
+    markers = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    again = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[eval-depth] done earlier with the same inputs" in again.stderr and "] running" not in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")} == markers
