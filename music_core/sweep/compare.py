@@ -35,10 +35,9 @@ def metrics(report: dict[str, Any], registry: Registry) -> dict[str, dict[str, A
     for name, res in (report.get("evaluations") or {}).items():
         if not isinstance(res, dict) or name == SKIPPED:
             continue
-        if name in registry.names("evaluator"):
-            out.update(registry.get("evaluator", name).headline(res, RM))
-        else:  # its plugin is not loaded here: the contract's default reading of its results
-            out.update(accuracy_headline(name, res, RM))
+        evaluator = registry.find("evaluator", name)
+        # an evaluator whose plugin is not loaded here gets the contract's default reading of its results
+        out.update(evaluator.headline(res, RM) if evaluator else accuracy_headline(name, res, RM))
     summary = ((report.get("reward_models") or {}).get(RM) or {}).get("summary") or {}
     if "held-out accuracy" not in out and summary.get("held-out accuracy") is not None:
         out["held-out accuracy"] = {"value": summary["held-out accuracy"], "ci95": None, "group": "accuracy"}
