@@ -6,7 +6,8 @@ component's own dict from the config (``synth.strategy_options``, ``train.head_o
 and ``ctx`` is the :class:`music_core.context.RunContext` of the run (config, registry, endpoints
 by role). A component that declares ``options_class`` (a dataclass) has that dict checked
 against it when the config loads (unknown keys and wrong types are errors naming the key);
-``music_core.config.options(cls, values, key)`` turns the dict into the dataclass.
+the component base then builds it as ``self.opts`` (``music_core.config.options(cls, values,
+key)``, with the kind's ``options_key`` naming where the dict sits in errors).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from .data import Conversation, Message, PreferencePair
 from .errors import Problem  # defined beside the errors so the data checks need no contracts
+from .options import options as build_options
 
 if TYPE_CHECKING:
     from .config.schema import DataSourceConfig, TrainConfig
@@ -49,10 +51,14 @@ class Component(ABC):  # noqa: B024 (kinds add the abstract methods)
     #: a dataclass of this component's options (fields made with ``music_core.config.schema.option``);
     #: the config loader validates the component's ``*_options`` dict against it
     options_class: ClassVar[type | None] = None
+    #: where this kind's options dict sits in the config, for errors (``synth.strategy_options``)
+    options_key: ClassVar[str] = "options"
 
     def __init__(self, options: dict[str, Any] | None = None, ctx: RunContext | None = None):
         self.options = dict(options or {})
         self._ctx = ctx
+        if self.options_class is not None:  # else None, or what a subclass builds itself
+            self.opts: Any = build_options(self.options_class, options, self.options_key)
 
     @property
     def ctx(self) -> RunContext:
@@ -83,6 +89,8 @@ class SimulatedTurn:
 class UserSimulator(Component):
     """Writes the user's next turn from a conversation that ends with an assistant turn."""
 
+    options_key = "synth.user_simulator_options"
+
     @abstractmethod
     async def next_turn(self, history: list[Message], llm: ChatClient) -> SimulatedTurn: ...
 
@@ -90,6 +98,8 @@ class UserSimulator(Component):
 class AssistantSimulator(Component):
     """Answers the last user turn. ``guidance`` is an extra instruction from a contrast
     strategy (the paper's "answer the modified instruction well, not the original")."""
+
+    options_key = "synth.assistant_simulator_options"
 
     @abstractmethod
     async def respond(self, history: list[Message], llm: ChatClient, guidance: str | None = None) -> SimulatedTurn: ...
@@ -135,6 +145,8 @@ class ContrastStrategy(Component):
     ``rewrite_calls_per_turn``: the calls it makes on the ``contrast`` role per turn before the
     rejected answer (the paper's instruction rewrite: 1). The dry-run plan counts them, and each
     adds a round in batch mode (the answer waits for the rewrite)."""
+
+    options_key = "synth.strategy_options"
 
     rewrite_calls_per_turn: ClassVar[int] = 0
 
@@ -192,6 +204,8 @@ class FilterVerdict:
 class PairFilter(Component):
     """Decides whether a synthesized pair is written (e.g. a judge must prefer chosen)."""
 
+    options_key = "synth.filter_options"
+
     @abstractmethod
     async def keep(self, pair: PreferencePair) -> FilterVerdict: ...
 
@@ -232,6 +246,8 @@ class RewardHead(Component):
     A head with neither is refused before training. Every export is reloaded and checked
     against the trainer's own scores (1e-4); one that does not match is refused, never saved.
     """
+
+    options_key = "train.head_options"
 
     # The module with build(hidden_size, settings) and reward(module, hidden, spans, settings), or
     # its dotted name (imported on first use, so that loading the plugin does not import torch).
@@ -382,6 +398,8 @@ class Judge(Component):
     (:func:`music_core.judging.judge_both_orders`). With probabilities in both orders the
     outcome is their position-debiased mean, a tie within ``tie_margin`` of 0.5; otherwise a
     disagreement between the orders is a tie."""
+
+    options_key = "judge_options"
 
     tie_margin: float = 0.05
 
@@ -534,6 +552,8 @@ class Launcher(Component):
     """Starts a sweep's variants, each as its own process, and waits for them (Hydra's launcher
     plugins are the model: the sweep knows variants, the launcher only how to start a process).
     Variants that share a step wait for it on their own: the launcher need not order them."""
+
+    options_key = "sweep.launcher_options"
 
     @abstractmethod
     def launch(self, jobs: list[VariantJob], parallel: int) -> list[int]:

@@ -29,6 +29,16 @@ class ConfigError(MusicError):
     exit_code = 2
 
 
+class OptionError(ValueError):
+    """Raised by an options dataclass's ``__post_init__`` for a value its type allows but the
+    component does not (``OptionError("verdict", "must be auto, logprobs or text")``); the config
+    loader reports it as an error of that key."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
 class RecordError(MusicError):
     """A bad record in a data file, located as ``path:line``."""
 

@@ -219,3 +219,27 @@ def test_the_core_imports_no_bundled_plugin():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in bundled]
     assert bundled and not offenders, offenders
+
+
+def test_the_component_base_builds_opts_from_options_class_naming_the_kinds_key():
+    from dataclasses import dataclass
+
+    from music_core.contracts import PairFilter
+    from music_core.errors import ConfigError
+
+    @dataclass
+    class LoudOptions:
+        volume: int = 1
+
+    class Loud(ContrastStrategy):
+        name = "loud-test"
+        options_class = LoudOptions
+
+        async def contrast(self, request):
+            raise NotImplementedError
+
+    assert Loud({"volume": 3}).opts == LoudOptions(3) and Loud().opts == LoudOptions(1)
+    with pytest.raises(ConfigError, match=r"synth\.strategy_options\.loudness"):
+        Loud({"loudness": 3})
+    assert not hasattr(Reverse(), "opts")  # no options_class: a subclass may still build its own
+    assert PairFilter.options_key == "synth.filter_options"

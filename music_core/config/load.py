@@ -6,14 +6,15 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
+from ..options import options as options  # re-exported: plugins and docs import it from here
 from .schema import ROLE_DEFAULTS as ROLE_DEFAULTS  # re-exported: role lookup lives with the schema
-from .schema import EvalConfig, MusicConfig, OptionError, TrainConfig
+from .schema import EvalConfig, MusicConfig, TrainConfig
 from .schema import role_endpoint as role_endpoint
 
 PROMPT_PROFILES = ("paper", "small-model")
@@ -40,7 +41,6 @@ def resolve_user_simulator(cfg: MusicConfig) -> str:
         return cfg.synth.user_simulator
     return "role-flip" if resolve_prompt_profile(cfg)[0] == "small-model" else "transcript"
 
-T = TypeVar("T")
 
 
 def _explain(exc: OmegaConfBaseException, origin: str) -> ConfigError:
@@ -273,21 +273,3 @@ def parse_shard(spec: str) -> tuple[int, int]:
 def to_yaml(cfg: MusicConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
-
-def options(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
-    """Validate a component's free-form options dict against its own dataclass; errors name
-    ``key.option`` so the user knows where to look."""
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (known: {sorted(names)})")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(values))
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
-        raise _explain(exc, "config").__class__(f"bad value under '{key}': {str(exc).splitlines()[0]}") from None
-    except OptionError as exc:  # the options' own rules (__post_init__)
-        raise ConfigError(f"config key '{key}.{exc.option}': {exc.message}") from None
-    except ValueError as exc:
-        raise ConfigError(f"bad value under '{key}': {exc}") from None

@@ -14,6 +14,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from ..errors import (
+    OptionError as OptionError,  # re-exported: options dataclasses raise it from here
+)
+
 
 def option(default: Any, help: str) -> Any:
     """A config field with its help text (``music config show --help-keys`` prints it); plugins
@@ -21,16 +25,6 @@ def option(default: Any, help: str) -> Any:
     if isinstance(default, (dict, list)):
         return field(default_factory=functools.partial(copy.copy, default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
-
-
-class OptionError(ValueError):
-    """Raised by an options dataclass's ``__post_init__`` for a value its type allows but the
-    component does not (``OptionError("verdict", "must be auto, logprobs or text")``); the config
-    loader reports it as an error of that key."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option, self.message = option, message
 
 
 def component_options(kind: str, selected_by: str, help: str) -> Any:

@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from music_core.config import options
 from music_core.config.schema import OptionError
 from music_core.contracts import FilterVerdict, Judge, PairFilter, Verdict
 from music_core.data import Message, PreferencePair
@@ -102,7 +101,6 @@ class PairwiseJudge(Judge):
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(JudgeOptions, opts, "judge_options")
         text, label = self.default_templates
         self.template = load_template(self.opts.template or TEMPLATES / text)
         self.label_template = load_template(self.opts.label_template or TEMPLATES / label)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from music_core.config import options
 from music_core.config.schema import OptionError
 from music_core.contracts import RewardHead
 
@@ -92,10 +91,6 @@ class PerTurnHead(RewardHead):
     options_class = PerTurnOptions
     description = "scores every assistant turn's end, combined by mean, min or last (exports with remote code)"
     code = "music_bt.head_code.per_turn"
-
-    def __init__(self, opts=None, ctx=None):
-        super().__init__(opts, ctx)
-        self.opts = options(PerTurnOptions, opts, "train.head_options")
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.opts)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from music_core.config import options
 from music_core.contracts import ContrastError, ContrastOutcome, ContrastRequest, ContrastStrategy
 
 
@@ -35,10 +34,6 @@ class DropPartContrast(ContrastStrategy):
     name = "drop-part"
     options_class = DropPartOptions
     description = "answers the instruction with one of its parts silently dropped"
-
-    def __init__(self, opts=None, ctx=None):
-        super().__init__(opts, ctx)
-        self.opts = options(DropPartOptions, opts, "synth.strategy_options")
 
     async def contrast(self, request: ContrastRequest) -> ContrastOutcome:
         parts = [p for p in split_parts(request.instruction) if len(p) >= self.opts.min_part_chars]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from music_core.config import options
 from music_core.contracts import FilterVerdict, PairFilter
 from music_core.data import PreferencePair
 from music_core.synth.text import similarity
@@ -23,10 +22,6 @@ class DistinctAnswersFilter(PairFilter):
     name = "distinct-answers"
     options_class = DistinctOptions
     description = "drops pairs whose chosen and rejected answers are near copies"
-
-    def __init__(self, opts=None, ctx=None):
-        super().__init__(opts, ctx)
-        self.opts = options(DistinctOptions, opts, "synth.filter_options")
 
     async def keep(self, pair: PreferencePair) -> FilterVerdict:
         start = int(pair.meta.get("prefix_messages", 0))

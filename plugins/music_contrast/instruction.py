@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from music_core.config import options
 from music_core.config.schema import OptionError
 from music_core.contracts import ContrastError, ContrastOutcome, ContrastRequest, ContrastStrategy
 from music_core.data import Message
@@ -77,7 +76,6 @@ class InstructionContrast(ContrastStrategy):
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(InstructionContrastOptions, opts, "synth.strategy_options")
         self.profile = getattr(ctx, "prompt_profile", None) or "paper"
         for key, value in PROFILE_DEFAULTS[self.profile].items():
             if getattr(self.opts, key) is None:

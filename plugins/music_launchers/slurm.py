@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from music_core.config import options
 from music_core.config.schema import OptionError, option
 from music_core.contracts import Launcher, VariantJob
 
@@ -81,10 +80,6 @@ class SubmititLauncher(Launcher):
     name = "submitit"
     options_class = SubmititOptions
     description = "submits the variants as one SLURM job array through submitit (cluster: local runs them here)"
-
-    def __init__(self, opts: Any = None, ctx: Any = None):
-        super().__init__(opts, ctx)
-        self.opts = options(SubmititOptions, opts, "sweep.launcher_options")
 
     def launch(self, jobs: list[VariantJob], parallel: int) -> list[int]:
         """One array for all variants (``map_array``), at most ``parallel`` running at once

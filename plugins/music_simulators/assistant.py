@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from music_core.config import options
 from music_core.contracts import AssistantSimulator, SimulatedTurn
 from music_core.data import Message
 from music_core.synth.templates import load_template
@@ -34,7 +33,6 @@ class DefaultAssistant(AssistantSimulator):
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(AssistantOptions, opts, "synth.assistant_simulator_options")
         self.template = load_template(self.opts.template or TEMPLATES / "assistant.yaml")
 
     def prompt(self, history: list[Message], guidance: str | None) -> list[Message]:

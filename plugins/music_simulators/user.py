@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from music_core.config import options
 from music_core.contracts import SimulatedTurn, UserSimulator
 from music_core.data import Message
 from music_core.synth.templates import load_template
@@ -84,7 +83,6 @@ class TranscriptUser(_ValidatingUser):
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(TranscriptOptions, opts, "synth.user_simulator_options")
         self.template = load_template(self.opts.template or TEMPLATES / "user_transcript.yaml")
 
     def prompt(self, history: list[Message]) -> list[Message]:
@@ -115,7 +113,6 @@ class RoleFlipUser(_ValidatingUser):
 
     def __init__(self, opts=None, ctx=None):
         super().__init__(opts, ctx)
-        self.opts = options(RoleFlipOptions, opts, "synth.user_simulator_options")
         self.template = load_template(self.opts.template or TEMPLATES / "user_role_flip.yaml")
 
     opts: RoleFlipOptions
