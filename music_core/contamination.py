@@ -10,16 +10,17 @@ without the flagged ones. The count is always in the report.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .data import Message
 
 if TYPE_CHECKING:
     from .context import RunContext
 
+T = TypeVar("T")
 WORD = re.compile(r"\w+", re.UNICODE)
 _CACHE: dict[tuple[str, float, int], Contamination] = {}
 
@@ -84,6 +85,15 @@ def check(ctx: RunContext, prompts: list[str]) -> tuple[list[bool], dict[str, An
 def excluded(ctx: RunContext, flags: list[bool]) -> list[bool]:
     """Which items to leave out of scoring (the flagged ones, when asked to)."""
     return flags if ctx.config.eval.contamination.exclude else [False] * len(flags)
+
+
+def screen(ctx: RunContext, items: list[T], prompt: Callable[[T], str]) -> tuple[list[T], dict[str, Any]]:
+    """Every evaluator's filter: check the items' prompts (``prompt(item)``) against the run's
+    training prompts; the items left to score (the flagged ones left out where
+    ``eval.contamination.exclude`` asks; their count is the summary's ``excluded``) and the
+    summary for the report."""
+    flags, summary = check(ctx, [prompt(item) for item in items])
+    return [item for item, out in zip(items, excluded(ctx, flags)) if not out], summary
 
 
 def describe(summary: dict[str, Any]) -> str:

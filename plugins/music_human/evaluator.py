@@ -115,11 +115,9 @@ class HumanPreferenceEvaluator(Evaluator):
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         items, dropped, rows = self.load()
-        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(c.a) for c in items])
-        leave = contamination.excluded(self.ctx, flags)
-        if any(leave):
-            dropped["contaminated (eval.contamination.exclude)"] = sum(leave)
-            items = [it for it, out in zip(items, leave) if not out]
+        items, contaminated = contamination.screen(self.ctx, items, lambda c: contamination.prompt_text(c.a))
+        if contaminated["excluded"]:
+            dropped["contaminated (eval.contamination.exclude)"] = contaminated["excluded"]
         diffs = self.score(items, reward_models)
         results: dict[str, Any] = {"dataset": self.dataset, "data": cfg.data, "split": cfg.split, "rows": rows,
                                    "items": len(items), "n_scored": len(items), "dropped": dropped,

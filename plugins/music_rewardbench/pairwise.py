@@ -74,8 +74,7 @@ class PairwiseAccuracy(Evaluator):
         if not Path(path).exists() and not cfg.data:
             raise MusicError(f"pairwise-accuracy: {path} not found (run `music mix`, or set eval.pairwise.data)")
         pairs = load_pairs(path)  # any preference file (HH transcripts too); unusable records are skipped, counted
-        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
-        pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
+        pairs, contaminated = contamination.screen(self.ctx, pairs, lambda p: contamination.prompt_text(p.chosen))
         results: dict[str, Any] = {"data": path, "pairs": len(pairs), "n_scored": len(pairs),
                                    "contamination": contaminated, "models": {}, "truncation": {}}
         all_hits: dict[str, list[int]] = {}

@@ -98,8 +98,7 @@ class RewardBench(BenchmarkEvaluator):
         if not cfg.path:
             raise ConfigError("config key 'eval.rewardbench.path': no RewardBench data given (hub id, local path or 'builtin')")
         examples = load_examples(cfg.path, cfg.split)
-        flags, contaminated = contamination.check(self.ctx, [e["prompt"] for e in examples])
-        examples = [e for e, out in zip(examples, contamination.excluded(self.ctx, flags)) if not out]
+        examples, contaminated = contamination.screen(self.ctx, examples, lambda e: e["prompt"])
         convs_c: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["chosen"]}]
                                         for e in examples]
         convs_r: list[list[Message]] = [[{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["rejected"]}]

@@ -79,8 +79,7 @@ class RewardBench2(BenchmarkEvaluator):
             raise ConfigError("config key 'eval.rewardbench2.path': no RewardBench 2 data given "
                               "(hub id allenai/reward-bench-2, a local path, or 'builtin')")
         examples = load_examples_v2(cfg.path, cfg.split)
-        flags, contaminated = contamination.check(self.ctx, [e["prompt"] for e in examples])
-        examples = [e for e, out in zip(examples, contamination.excluded(self.ctx, flags)) if not out]
+        examples, contaminated = contamination.screen(self.ctx, examples, lambda e: e["prompt"])
         convs: list[list[Message]] = []
         owner: list[int] = []
         for i, e in enumerate(examples):

@@ -59,11 +59,10 @@ class RMB(Evaluator):
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         items, left_out, files = read(cfg)
-        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(it.conversations[0]) for it in items])
-        leave = contamination.excluded(self.ctx, flags)
-        if any(leave):
-            left_out["contaminated (eval.contamination.exclude)"] = sum(leave)
-            items = [it for it, out in zip(items, leave) if not out]
+        items, contaminated = contamination.screen(self.ctx, items,
+                                                   lambda it: contamination.prompt_text(it.conversations[0]))
+        if contaminated["excluded"]:
+            left_out["contaminated (eval.contamination.exclude)"] = contaminated["excluded"]
         hits, seen = self.score(items, reward_models)
         sets = [s for s in SETS if s in cfg.sets]
         results: dict[str, Any] = {
