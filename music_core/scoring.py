@@ -42,6 +42,12 @@ def score_conversations(scorer: RewardScorer, conversations: Sequence[list[Messa
     return Scored(rewards, seen, scorer.limits())
 
 
+def rm_vote(diff: float, margin: float = 0.0, sides: tuple[str, str] = ("chosen", "rejected")) -> str:
+    """An RM's vote on a pair from its reward difference r(first) - r(second): ``"tie"`` within
+    ``margin``, else the side it prefers, in the report's own words (``("model_a", "model_b")``)."""
+    return "tie" if abs(diff) <= margin else sides[0] if diff > 0 else sides[1]
+
+
 def scoring_task(evaluator: str, conversations: int, reward_models: int) -> progress.Task:
     return progress.Task(evaluator, total=conversations * reward_models, unit="conversations")
 

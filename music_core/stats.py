@@ -21,6 +21,17 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
     return round(float(ci.low), 4), round(float(ci.high), 4)
 
 
+def rate(k: int, n: int, *, names: tuple[str, str] = ("k", "n"), key: str = "rate",
+         interval: bool = True) -> dict[str, Any]:
+    """``k`` of ``n`` as a rate rounded to 4 places (None when n is 0), with its Wilson 95% interval
+    as ``ci95`` unless ``interval`` is off. ``names`` and ``key`` are the report's own words for
+    the counts and the rate (an agreement reports ``("agree", "total")``)."""
+    out: dict[str, Any] = {names[0]: k, names[1]: n, key: round(k / n, 4) if n else None}
+    if interval:
+        out["ci95"] = wilson(k, n)
+    return out
+
+
 def _percentile_ci(data: tuple[Any, ...], statistic: Any, resamples: int, seed: int, paired: bool) -> tuple[float, float]:
     import numpy as np
     from scipy.stats import bootstrap

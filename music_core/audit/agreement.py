@@ -8,7 +8,7 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
-from ..stats import wilson
+from ..stats import rate
 from .labels import latest
 
 TIE = "tie"
@@ -55,13 +55,11 @@ def compare(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     with_ties = [(h, o) for h, o in pairs]
     without = [(h, o) for h, o in pairs if TIE not in (h, o)]
 
-    def rate(rows: list[tuple[str, str]]) -> dict[str, Any]:
-        k = sum(h == o for h, o in rows)
-        return {"agree": k, "total": len(rows), "rate": round(k / len(rows), 4) if rows else None,
-                "ci95": wilson(k, len(rows))}
+    def agreement(rows: list[tuple[str, str]]) -> dict[str, Any]:
+        return rate(sum(h == o for h, o in rows), len(rows), names=("agree", "total"))
 
     hs, os_ = [h for h, _ in pairs], [o for _, o in pairs]
-    return {"with_ties": rate(with_ties), "without_ties": rate(without), "kappa": kappa(hs, os_),
+    return {"with_ties": agreement(with_ties), "without_ties": agreement(without), "kappa": kappa(hs, os_),
             "kappa_ci95": kappa_ci(hs, os_)}
 
 
@@ -90,8 +88,3 @@ def human_agreement(labels: list[dict[str, Any]], auditor: dict[str, str | None]
 def auditor_vote(verdict: str | None) -> str | None:
     """An audit record's verdict as a vote on the pair."""
     return {"valid": "chosen", "invalid": "rejected", "flip": TIE, "tie": TIE}.get(verdict or "")
-
-
-def rm_vote(r_chosen: float, r_rejected: float, margin: float = 0.0) -> str:
-    d = r_chosen - r_rejected
-    return TIE if abs(d) <= margin else "chosen" if d > 0 else "rejected"

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..paths import RUN_RMS, labels_beside
-from .agreement import auditor_vote, human_agreement, rm_vote
+from ..scoring import rm_vote
+from .agreement import auditor_vote, human_agreement
 from .labels import read_labels
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def human_section(ctx: RunContext, result: dict[str, Any]) -> dict[str, Any] | N
         for name, folder in reward_models(ctx).items():
             scorer = load_scorer(ctx, folder)
             rc, rr = scorer.score([p.chosen for p in labelled]), scorer.score([p.rejected for p in labelled])
-            votes[name] = {p.id: rm_vote(c, r) for p, c, r in zip(labelled, rc, rr)}
+            votes[name] = {p.id: rm_vote(c - r) for p, c, r in zip(labelled, rc, rr)}
     out = human_agreement(rows, auditor, votes)
     out.update(labels_file=str(path), warnings=warnings, labels_for_other_pairs=len(unknown))
     return out

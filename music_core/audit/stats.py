@@ -6,11 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..stats import wilson
-
-
-def rate(k: int, n: int) -> dict[str, Any]:
-    return {"k": k, "n": n, "rate": round(k / n, 4) if n else None, "ci95": wilson(k, n)}
+from ..stats import rate as rate  # re-exported: the audit's reports use it from here
 
 
 def counts(verdicts: Iterable[str]) -> dict[str, int]:

@@ -9,6 +9,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from music_core.scoring import rm_vote
+from music_core.stats import rate
+
 from .schema import Comparison
 
 # The published reference rows (Zheng et al. 2023, MT-Bench human judgments), for beside the RMs.
@@ -32,15 +35,6 @@ def same(v1: str, v2: str) -> bool:
     return (is_tie(v1) and is_tie(v2)) or v1 == v2
 
 
-def rm_vote(diff: float, margin: float) -> str:
-    """The RM's vote on (A, B) from its reward difference r(A) - r(B)."""
-    return "tie" if abs(diff) <= margin else "model_a" if diff > 0 else "model_b"
-
-
-def _ratio(agree: int, total: int) -> dict[str, Any]:
-    return {"agree": agree, "total": total, "ratio": round(agree / total, 4) if total else None}
-
-
 def by_key(items: Sequence[Comparison], diffs: Sequence[float], margin: float, turn: int) -> tuple[dict, dict]:
     """Per key of one turn: the reference votes and the RM's vote, both with the models in sorted order."""
     votes: dict[tuple, list[str]] = defaultdict(list)
@@ -50,7 +44,7 @@ def by_key(items: Sequence[Comparison], diffs: Sequence[float], margin: float, t
             continue
         key, flip = tuple(item.meta["key"]), item.meta["flip"]
         votes[key].append(revert(item.label) if flip else item.label)
-        vote = rm_vote(d, margin)
+        vote = rm_vote(d, margin, sides=("model_a", "model_b"))  # the RM's vote on (A, B)
         rm.setdefault(key, revert(vote) if flip else vote)  # the same conversations: one vote per key
     return votes, rm
 
@@ -69,7 +63,8 @@ def rm_agreement(items: Sequence[Comparison], diffs: Sequence[float], margin: fl
                         continue
                     total += 1
                     agree += same(rm[key], v)
-            rows.append({"turn": turn, "ties": "with ties" if ties else "without ties", **_ratio(agree, total)})
+            rows.append({"turn": turn, "ties": "with ties" if ties else "without ties",
+                         **rate(agree, total, names=("agree", "total"), key="ratio", interval=False)})
     return rows
 
 
@@ -87,5 +82,6 @@ def reference_agreement(items: Sequence[Comparison]) -> list[dict[str, Any]]:
                             continue
                         total += 1
                         agree += same(vs[i], vs[j])
-            rows.append({"turn": turn, "ties": "with ties" if ties else "without ties", **_ratio(agree, total)})
+            rows.append({"turn": turn, "ties": "with ties" if ties else "without ties",
+                         **rate(agree, total, names=("agree", "total"), key="ratio", interval=False)})
     return rows
