@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 RESAMPLES = 2000
+BENCHMARK_TURNS = (1, 2, 3, 5)  # where the benchmarks' turn buckets start: "1", "2", "3-4", "5+"
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
@@ -30,6 +31,18 @@ def rate(k: int, n: int, *, names: tuple[str, str] = ("k", "n"), key: str = "rat
     if interval:
         out["ci95"] = wilson(k, n)
     return out
+
+
+def turn_buckets(starts: Sequence[int] = BENCHMARK_TURNS) -> tuple[str, ...]:
+    """The names of the turn buckets that begin at ``starts``: one count ("2"), a range ("3-4"),
+    and the last open ("5+")."""
+    inner = [str(a) if b - a == 1 else f"{a}-{b - 1}" for a, b in zip(starts, starts[1:])]
+    return (*inner, f"{starts[-1]}+")
+
+
+def turn_bucket(n: int, starts: Sequence[int] = BENCHMARK_TURNS) -> str:
+    """The bucket of a conversation of ``n`` turns (fewer than the first start: the first)."""
+    return turn_buckets(starts)[max((i for i, s in enumerate(starts) if n >= s), default=0)]
 
 
 def _percentile_ci(data: tuple[Any, ...], statistic: Any, resamples: int, seed: int, paired: bool) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Conversation, Message, PreferencePair
 from music_core.errors import ConfigError, MusicError
 from music_core.scoring import items_seen, score_conversations, scoring_task, truncation
-from music_core.stats import accuracy, paired_table
+from music_core.stats import accuracy, paired_table, turn_bucket, turn_buckets
 
 from .benchfile import read_conversations, read_depth_pairs, write_benchmark
 from .build import KINDS, build_pairs, parse_depths, parse_kinds
@@ -35,11 +35,7 @@ from .options import DepthConfig
 from .plots import depth_curve
 from .report import headline, markdown
 
-TURN_BUCKETS = ("1", "2", "3-4", "5+")
-
-
-def turn_bucket(turns: int) -> str:
-    return "1" if turns <= 1 else "2" if turns == 2 else "3-4" if turns <= 4 else "5+"
+TURN_BUCKETS = turn_buckets()
 
 
 def hit(chosen: float, rejected: float) -> float:
@@ -121,8 +117,7 @@ class Depth(Evaluator):
     def run(self, reward_models: dict[str, RewardModel]) -> EvalReport:
         cfg = self.section
         pairs, source = self.load()
-        flags, contaminated = contamination.check(self.ctx, [contamination.prompt_text(p.chosen) for p in pairs])
-        pairs = [p for p, out in zip(pairs, contamination.excluded(self.ctx, flags)) if not out]
+        pairs, contaminated = contamination.screen(self.ctx, pairs, lambda p: contamination.prompt_text(p.chosen))
         if not pairs and source["built"] and source["built"]["held_out"]:  # on by default: say so, never fail the run
             return EvalReport(self.name, {**source, "pairs": 0, "n_scored": 0, "depths": [], "kinds": [], "models": {},
                                           "paired": {}, "contamination": contaminated, "headline": []},

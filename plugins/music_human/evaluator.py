@@ -23,9 +23,9 @@ from music_core.scoring import (
     truncation,
     truncation_lines,
 )
-from music_core.stats import accuracy, paired_table, say_paired
+from music_core.stats import accuracy, paired_table, say_paired, turn_bucket
 
-from .schema import TURN_BUCKETS, Comparison, read, turn_bucket
+from .schema import TURN_BUCKETS, Comparison, read
 
 
 def unavailable(data: str | None, key: str) -> str | None:

@@ -16,8 +16,9 @@ from music_core.data import Message, conversation_problems, merge_same_role
 from music_core.errors import RecordError
 from music_core.formats import iter_raw_records, text_of_parts
 from music_core.records import UnusableRecord
+from music_core.stats import turn_buckets
 
-TURN_BUCKETS = ("1", "2", "3-4", "5+")
+TURN_BUCKETS = turn_buckets()
 
 
 @dataclass
@@ -30,10 +31,6 @@ class Comparison:
     language: str | None = None
     label: str = ""    # the winner as the data spells it ("tie (bothbad)", 2, ...)
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def turn_bucket(n: int) -> str:
-    return "1" if n <= 1 else "2" if n == 2 else "3-4" if n <= 4 else "5+"
 
 
 def winner_of(value: Any) -> str:

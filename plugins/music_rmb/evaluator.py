@@ -16,11 +16,11 @@ from music_core.contracts import EvalReport, Evaluator, RewardModel, Seen
 from music_core.data import Message
 from music_core.errors import ConfigError
 from music_core.scoring import items_seen, score_conversations, scoring_task, truncation
-from music_core.stats import accuracy, paired_table
+from music_core.stats import accuracy, paired_table, turn_bucket
 
 from .options import SETS, RMBConfig
 from .report import headline, markdown
-from .schema import SET_NAMES, TURN_BUCKETS, Item, read, turn_bucket
+from .schema import SET_NAMES, TURN_BUCKETS, Item, read
 
 LICENCE = "RMB ships no licence file; the data's terms are as its source says"
 SOURCE = "github.com/Zhou-Zoey/RMB-Reward-Model-Benchmark (RMB_dataset/)"

@@ -23,12 +23,13 @@ from music_core.data import Message, conversation_problems, merge_same_role, mes
 from music_core.errors import RecordError
 from music_core.formats import LOCAL_SUFFIXES, iter_raw_records, text_of_parts
 from music_core.records import UnusableRecord
+from music_core.stats import turn_buckets
 
 SET_FOLDERS = {"Pairwise_set": "pairwise", "BoN_set": "bon"}
 SET_NAMES = {"pairwise": "pairwise", "bon": "Best-of-N"}
 REQUIRED = {"pairwise": ("pair_uid", "conversation_input", "chosen", "reject"),
             "bon": ("bon_uid", "conversation_input", "bon_best", "loser_list")}
-TURN_BUCKETS = ("1", "2", "3-4", "5+")
+TURN_BUCKETS = turn_buckets()
 
 
 @dataclass
@@ -48,10 +49,6 @@ class Item:
     def group(self) -> str:
         """The top two levels: "Helpfulness/Code", "Harmlessness/S1"."""
         return "/".join(self.category.split("/")[:2])
-
-
-def turn_bucket(n: int) -> str:
-    return "1" if n <= 1 else "2" if n == 2 else "3-4" if n <= 4 else "5+"
 
 
 def data_files(data: str) -> list[Path]:
