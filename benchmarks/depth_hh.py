@@ -7,7 +7,7 @@ never saw, beside the same backbone with an untrained head.
 2. ``music train`` (bradley-terry, backbone minilm) on the training pairs.
 3. ``music bench depth`` on the held-out pairs' chosen sides (d = 0, 1, 2; every rule-based
    defect), then ``music eval depth`` with the trained RM and the untrained one.
-4. The curve with its intervals goes to ``benchmarks/results/depth_hh_<date>.{md,json,png}``,
+4. The curve with its intervals goes to ``benchmarks/results/depth_hh_<subset>_<date>.{md,json,png}``,
    with a check that plain transformers (the folder's own tokenizer, chat template and model, no
    project code) gives the same accuracy by depth on the pairs that fit ``train.max_length``.
 
@@ -170,7 +170,8 @@ def main() -> None:
     r = json.loads((out_dir / "results.json").read_text())
     plain = None if args.no_plain_check else plain_check(rm, bench, r["item_hits"]["baseline"])
 
-    stem = results / f"depth_hh_{datetime.date.today().isoformat()}"
+    subset = Path(args.source).parent.name  # harmless-base, helpful-base, ...: one result set each
+    stem = results / f"depth_hh_{subset}_{datetime.date.today().isoformat()}"
     shutil.copyfile(out_dir / "depth_curve.png", stem.with_suffix(".png"))
     shutil.copyfile(bench.with_name("depth.card.md"), stem.with_name(stem.name + "_card.md"))
     command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/depth_hh.py", *sys.argv[1:]])
@@ -183,7 +184,7 @@ def main() -> None:
                "paired": r["paired"], "truncation": r["truncation"], "plain_transformers_check": plain}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     report = (out_dir / "report.md").read_text().replace("](depth_curve.png)", f"]({stem.name}.png)")
-    lines = [f"# Depth benchmark on HH harmless-base: {datetime.date.today().isoformat()}", "",
+    lines = [f"# Depth benchmark on HH {subset}: {datetime.date.today().isoformat()}", "",
              f"`{command}` ({summary['total_seconds']:.0f}s: train {seconds['train']:.0f}s, eval {seconds['eval']:.0f}s)", "",
              f"A bradley-terry MiniLM RM trained on {n_train} pairs of `{args.source}` (last-turn contrasts only: HH's "
              f"two sides share every turn but the last) and scored on depth pairs built from the chosen sides of "
