@@ -67,10 +67,8 @@ def _run_calls(ctx: RunContext, add: Callable[..., None]) -> None:
 
         audit_estimate(ctx, add)
     if "eval" in c.run.stages:
-        from .stages import EvalStage
-
         for name in c.eval.evaluators:
-            cls = EvalStage._evaluator(ctx, name)
+            cls = ctx.registry.find("evaluator", name)
             if cls is not None:
                 cls.estimate(getattr(c.eval, cls.section_name(), None), c, add)
 

@@ -269,7 +269,7 @@ class EvalStage(Stage):
         return ctx.paths.eval_dir(step.removeprefix("eval-"))
 
     def skip_reason(self, ctx: RunContext, step: str) -> str | None:
-        cls = self._evaluator(ctx, step.removeprefix("eval-"))
+        cls = ctx.registry.find("evaluator", step.removeprefix("eval-"))
         return None if cls is None else cls.skip_reason(getattr(ctx.config.eval, cls.section_name(), None))
 
     def inputs_hash(self, ctx: RunContext, step: str, upstream: dict[str, str]) -> str:
@@ -280,7 +280,7 @@ class EvalStage(Stage):
     def plan(self, ctx: RunContext) -> str:
         parts = []
         for name in ctx.config.eval.evaluators:
-            cls = self._evaluator(ctx, name)
+            cls = ctx.registry.find("evaluator", name)
             parts.append(cls.describe(getattr(ctx.config.eval, cls.section_name(), None)) if cls
                          else f"{name} (not registered)")
         return f"eval: {'; '.join(parts)}"
@@ -310,10 +310,6 @@ class EvalStage(Stage):
             results["skipped"] = skipped
             lines += ["## Evaluations skipped", ""] + [f"- `{n}`: {why}" for n, why in skipped.items()] + [""]
         return results, lines
-
-    @staticmethod
-    def _evaluator(ctx: RunContext, name: str) -> Any:
-        return ctx.registry.find("evaluator", name)  # None when not registered: running it will say so
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (SynthStage(), AuditStage(), MixStage(), TrainStage(), EvalStage())}
