@@ -371,10 +371,10 @@ def test_rpm_holds_at_the_server_clock_in_every_window(monkeypatch):
 
     from llm_helpers import endpoint, server_for
 
-    from music_core.llm import executor
+    from music_core.llm import wire
     from music_core.llm.executor import RoleUsage
 
-    monkeypatch.setattr(executor, "MINUTE_S", 2.0)  # a "minute" of 2 s keeps the test short
+    monkeypatch.setattr(wire, "MINUTE_S", 2.0)  # a "minute" of 2 s keeps the test short
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     plan = FaultPlan(rate=0.3, kinds=("429", "500"), retry_after_s=0.01, seed=1)
     with server_for("openai", latency_s=0.15, faults=plan) as srv:
