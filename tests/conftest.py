@@ -78,3 +78,26 @@ version = "0.0.1"
 packages = ["{module}"]
 """)
     return pkg
+
+
+def scripted_trainer_plugin(trainer_name: str, scorer_class: type) -> object:
+    """A plugin registering a trainer that trains nothing and loads ``scorer_class(folder name)``:
+    the evaluator tests' scripted reward models (``--rm NAME=.../<key>`` picks the script)."""
+    from music_core.contracts import Trainer
+    from music_core import hookimpl
+
+    class ScriptedTrainer(Trainer):
+        name = trainer_name
+
+        def train(self, cfg):
+            raise NotImplementedError
+
+        def load_scorer(self, model_dir, batch_size=None):
+            return scorer_class(Path(model_dir).name)
+
+    class ScriptedPlugin:
+        @hookimpl
+        def register_trainers(self, register):
+            register(ScriptedTrainer)
+
+    return ScriptedPlugin()

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import scripted_trainer_plugin
 from llm_helpers import KEY
 from music_openai.testing import openai_server
 
-from music_core import hookimpl
 from music_core.config import load_config
 from music_core.context import RunContext
-from music_core.contracts import RewardScorer, Trainer
+from music_core.contracts import RewardScorer
 from music_core.errors import MusicError
 from music_core.evaluation import run_evaluator
 from music_core.judge_scoring import JudgesIncomplete
@@ -44,20 +44,8 @@ class MarkerScorer(RewardScorer):
         return [float(m.group(1)) if m else float(len(c[-1]["content"])) for m, c in zip(found, conversations)]
 
 
-class MarkerTrainer(Trainer):
-    name = "judge-marker-test"
-
-    def train(self, cfg):
-        raise NotImplementedError
-
-    def load_scorer(self, model_dir, batch_size=None):
-        return MarkerScorer(Path(model_dir).name)
-
-
-class MarkerPlugin:
-    @hookimpl
-    def register_trainers(self, register):
-        register(MarkerTrainer)
+def MarkerPlugin() -> object:
+    return scripted_trainer_plugin("judge-marker-test", MarkerScorer)
 
 
 def planted(block: str) -> int:

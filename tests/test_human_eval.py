@@ -13,11 +13,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import scripted_trainer_plugin
 
-from music_core import hookimpl
 from music_core.config import load_config
 from music_core.context import RunContext
-from music_core.contracts import RewardScorer, Trainer
+from music_core.contracts import RewardScorer
 from music_core.errors import RecordError
 from music_core.evaluation import run_evaluator
 from music_core.plugins import temporary_plugin
@@ -34,20 +34,8 @@ class MarkerScorer(RewardScorer):
         return [float(re.search(rf"\b{self.key}=(-?\d+)", c[-1]["content"]).group(1)) for c in conversations]
 
 
-class MarkerTrainer(Trainer):
-    name = "marker-test"
-
-    def train(self, cfg):
-        raise NotImplementedError
-
-    def load_scorer(self, model_dir, batch_size=None):
-        return MarkerScorer(Path(model_dir).name)
-
-
-class MarkerPlugin:
-    @hookimpl
-    def register_trainers(self, register):
-        register(MarkerTrainer)
+def MarkerPlugin() -> object:
+    return scripted_trainer_plugin("marker-test", MarkerScorer)
 
 
 def rms(tmp_path: Path) -> dict[str, str]:

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import scripted_trainer_plugin
 
-from music_core import hookimpl
 from music_core.config import load_config
 from music_core.context import RunContext
-from music_core.contracts import RewardScorer, Trainer
+from music_core.contracts import RewardScorer
 from music_core.errors import MusicError, RecordError
 from music_core.evaluation import run_evaluator
 from music_core.plugins import temporary_plugin
@@ -40,20 +40,8 @@ class MarkerScorer(RewardScorer):
         return [float(m.group(1)) if m else 0.0 for m in found]  # an empty answer has no marker: 0
 
 
-class MarkerTrainer(Trainer):
-    name = "rmb-marker-test"
-
-    def train(self, cfg):
-        raise NotImplementedError
-
-    def load_scorer(self, model_dir, batch_size=None):
-        return MarkerScorer(Path(model_dir).name)
-
-
-class MarkerPlugin:
-    @hookimpl
-    def register_trainers(self, register):
-        register(MarkerTrainer)
+def MarkerPlugin() -> object:
+    return scripted_trainer_plugin("rmb-marker-test", MarkerScorer)
 
 
 def evaluate(tmp_path: Path, plugins, *overrides: str) -> dict:
