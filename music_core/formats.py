@@ -40,15 +40,16 @@ T = TypeVar("T")
 
 
 def read_each(path_or_id: str, parse: Callable[[Any], T | None], split: str = "train", name: str | None = None,
-              label: str = "") -> list[T]:
+              label: str = "", *, allow_empty: bool = False) -> list[T]:
     """Every record of a file, folder or hub dataset through ``parse``, under the record rule
     (:mod:`music_core.records`): a record ``parse`` rejects (ValueError) is skipped and counted in
     the enclosing reading scope, ``None`` leaves one out silently on purpose; a file problem, or a
-    first record that lacks a required field, is an error naming the file."""
+    first record that lacks a required field, is an error naming the file, and so is a file with
+    no record at all unless ``allow_empty`` (a run's own file that may rightly be empty)."""
     out: list[T] = []
     with records.tally_for(label or path_or_id) as tally:
         first_of_file: set[str] = set()
-        for where, line, rec in iter_raw_records(path_or_id, split, name):
+        for where, line, rec in iter_raw_records(path_or_id, split, name, allow_empty=allow_empty):
             tally.saw(where)
             file = where.split("[", 1)[0]
             first = file not in first_of_file
@@ -68,9 +69,10 @@ def read_each(path_or_id: str, parse: Callable[[Any], T | None], split: str = "t
     return out
 
 
-def load_pairs(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "original") -> list[PreferencePair]:
+def load_pairs(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "original", *,
+               allow_empty: bool = False) -> list[PreferencePair]:
     """All usable pairs of a file, folder or hub dataset (skips counted in the reading scope)."""
-    return read_each(path_or_id, lambda rec: pair_from_record(rec, fmt, source), split)
+    return read_each(path_or_id, lambda rec: pair_from_record(rec, fmt, source), split, allow_empty=allow_empty)
 
 
 def load_conversations(path_or_id: str, fmt: str = "auto", split: str = "train", source: str = "seed") -> list[Conversation]:

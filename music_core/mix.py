@@ -139,8 +139,10 @@ def run_mix(ctx: RunContext) -> dict[str, Any]:
     files = synthetic_files(ctx)
     source = ctx.component("seed_source", cfg.original.source).require("pairs", "mix.original.source")
     # A bad file stops here with nothing written; unusable records are skipped, counted and listed.
+    # The run's own synthesis output may rightly be empty; a file the user named may not.
+    own = not cfg.synthetic
     with ctx.reading("mix") as read_synthetic:
-        synthetic = [p for f in files for p in read_each(str(f), PreferencePair.from_dict)]
+        synthetic = [p for f in files for p in read_each(str(f), PreferencePair.from_dict, allow_empty=own)]
     with ctx.reading("mix.original") as read_original:
         original = source.load_pairs(cfg.original)
     audit = None

@@ -19,11 +19,26 @@ from .jsonl import iter_json_lines, read_text_utf8
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 
 
-def iter_raw_records(path_or_id: str, split: str = "train", name: str | None = None) -> Iterator[tuple[str, int | None, Any]]:
+def iter_raw_records(path_or_id: str, split: str = "train", name: str | None = None, *,
+                     allow_empty: bool = False) -> Iterator[tuple[str, int | None, Any]]:
     """Yield ``(file, line, record)`` from a local JSONL/JSON/Parquet file (``.jsonl.gz`` and
     ``.json.gz`` too), a folder of them, an Arrow snapshot folder (``Dataset.save_to_disk``), or a
     Hugging Face hub id (through ``datasets``; ``name`` is the dataset's config, e.g.
-    HelpSteer3's ``preference``). Line numbers exist for JSONL only."""
+    HelpSteer3's ``preference``). Line numbers exist for JSONL only.
+
+    A source that holds no record at all is a file error naming it ("nothing usable left"): an
+    empty data file given to an evaluator must not become a report over 0 items. Only a run's
+    own intermediate files, which may rightly be empty (synthesis that wrote no pair), pass
+    ``allow_empty``; a folder is empty when all of its files are."""
+    empty = True
+    for row in _iter_source(path_or_id, split, name):
+        empty = False
+        yield row
+    if empty and not allow_empty:
+        raise RecordError(path_or_id, None, "holds no records: nothing usable left")
+
+
+def _iter_source(path_or_id: str, split: str, name: str | None) -> Iterator[tuple[str, int | None, Any]]:
     path = Path(os.path.expanduser(path_or_id))
     if path.is_dir() and _is_arrow_snapshot(path):
         yield from _iter_arrow(path, split)
@@ -41,7 +56,7 @@ def iter_raw_records(path_or_id: str, split: str = "train", name: str | None = N
             found = sorted({s for f in files if (s := split_of(f))})
             raise RecordError(str(path), None, f"no files of split {split!r} (the folder has splits {found})")
         for f in files:
-            yield from iter_raw_records(str(f), split)
+            yield from iter_raw_records(str(f), split, allow_empty=True)
         return
     if path.name.endswith(".gz") and path.exists():
         yield from _iter_gzip(path)

@@ -83,8 +83,8 @@ packages = ["{module}"]
 def scripted_trainer_plugin(trainer_name: str, scorer_class: type) -> object:
     """A plugin registering a trainer that trains nothing and loads ``scorer_class(folder name)``:
     the evaluator tests' scripted reward models (``--rm NAME=.../<key>`` picks the script)."""
-    from music_core.contracts import Trainer
     from music_core import hookimpl
+    from music_core.contracts import Trainer
 
     class ScriptedTrainer(Trainer):
         name = trainer_name

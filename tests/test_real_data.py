@@ -107,6 +107,30 @@ def test_over_the_budget_is_an_error_naming_the_totals_and_strict_stops_at_the_f
         load_pairs(str(tmp_path / "all-bad.jsonl"))
 
 
+@pytest.mark.parametrize("evaluator, key, name", [("pairwise-accuracy", "eval.pairwise.data", "pairs.jsonl"),
+                                                 ("mt-bench-human", "eval.mt_bench_human.data", "mt.jsonl"),
+                                                 ("pairwise-accuracy", "eval.pairwise.data", "pairs.json"),
+                                                 ("rmb", "eval.rmb.data", "rmb.json")])
+def test_an_empty_file_is_an_error_naming_it_and_nothing_is_written(tmp_path, plugins, evaluator, key, name):
+    """'Nothing usable left' holds for a file with no record at all: an empty data file must not
+    become a report over 0 items with accuracy nan."""
+    data = tmp_path / name
+    data.write_text("[]" if name.endswith(".json") else "\n")
+    with pytest.raises(RecordError, match=rf"{data}: holds no records: nothing usable left"):
+        evaluate(tmp_path, plugins, evaluator, f"{key}={data}")
+    assert not list((tmp_path / "eval").rglob("results.json"))  # no partial output
+    with pytest.raises(RecordError, match="holds no records"):
+        load_pairs(str(data))
+    # a folder is empty when every file in it is; one empty file beside real ones is no error
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("")
+    with pytest.raises(RecordError, match=rf"{folder}: holds no records"):
+        load_pairs(str(folder))
+    write(folder / "b.jsonl", [good(0)])
+    assert len(load_pairs(str(folder))) == 1
+
+
 def test_a_judged_empty_answer_is_scored_in_the_human_evaluators(tmp_path, plugins):
     """MT-Bench's own data holds an empty answer (llama-13b, question 127, turn 1): it is scored."""
     rows = [json.loads(line) for line in (HUMAN_FIX / "mt_bench_human.jsonl").open()]

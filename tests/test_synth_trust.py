@@ -600,7 +600,7 @@ def test_empty_seed_file_is_an_error(tmp_path):
     seeds.write_text("")
     proc = run([sys.executable, "-m", "music_core", "synth", "seeds.source=jsonl", f"seeds.path={seeds}",
                 f"run.output_dir={tmp_path / 'out'}", "run.progress=false"])
-    assert proc.returncode != 0 and "holds no seed conversations" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and f"{seeds}: holds no records" in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "synth" / "pairs.jsonl").exists()
 
 

@@ -99,7 +99,7 @@ def load_audit_pairs(ctx: RunContext, read: dict[str, ReadTally] | None = None) 
     pairs: list[PreferencePair] = []
     with ctx.reading("audit.pairs") as tally:
         for f in files:
-            pairs += load_pairs(f, fmt, source=Path(f).stem)
+            pairs += load_pairs(f, fmt, source=Path(f).stem, allow_empty=True)  # none at all: raised below
     if read is not None:
         read["pairs"] = tally
     where = ", ".join(files)

@@ -158,8 +158,8 @@ def parse(rec: dict[str, Any], kind: str, file: Path) -> tuple[Item, int]:
     return Item(f"{kind}/{uid}", kind, category_of(rec, file), convs, users), merges
 
 
-def _rows(file: Path) -> Iterator[tuple[str, int | None, Any]]:
-    return iter_raw_records(str(file), "train")
+def _rows(file: Path, allow_empty: bool) -> Iterator[tuple[str, int | None, Any]]:
+    return iter_raw_records(str(file), "train", allow_empty=allow_empty)
 
 
 def read(section: Any) -> tuple[list[Item], dict[str, int], list[str]]:
@@ -171,14 +171,16 @@ def read(section: Any) -> tuple[list[Item], dict[str, int], list[str]]:
     left_out: Counter[str] = Counter()
     seen: dict[str, str] = {}
     read_files: list[str] = []
+    files = data_files(str(section.data))
     with records.tally_for(str(section.data)) as tally:
-        for file in data_files(str(section.data)):
+        read_before = tally.read
+        for file in files:
             by_path = set_of_path(file)
             if by_path and by_path not in section.sets:
                 continue
             read_files.append(str(file))
             first = True
-            for where, line, rec in _rows(file):
+            for where, line, rec in _rows(file, allow_empty=len(files) > 1):  # a folder: empty when all are
                 tally.saw(where)
                 kind = (set_of_record(rec, by_path) if isinstance(rec, dict) else by_path) or "pairwise"
                 missing = [c for c in REQUIRED[kind] if not isinstance(rec, dict) or c not in rec]
@@ -202,6 +204,8 @@ def read(section: Any) -> tuple[list[Item], dict[str, int], list[str]]:
                 records.note_merged(merges)
                 tally.kept += 1
                 items.append(item)
+        if read_files and tally.read == read_before:
+            raise RecordError(str(section.data), None, "holds no records: nothing usable left")
         items = _limit(items, section, left_out)
         for why, n in left_out.items():
             tally.leave_out(why, n)
