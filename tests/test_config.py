@@ -65,7 +65,7 @@ def test_the_default_endpoint_can_change_provider_by_override_and_by_file(tmp_pa
     # and the local provider still gets its own defaults, from LocalOptions
     from music_local.provider import LocalOptions
 
-    assert LocalOptions().dtype == "bfloat16" and LocalOptions().max_batch_size == 32
+    assert LocalOptions().dtype == "auto" and LocalOptions().max_batch_size == 32
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -667,6 +667,28 @@ def test_local_sample_depends_on_request_index_and_seed_not_on_its_batch(plugins
     assert alone == crowded and alone != other_seed
 
 
+def test_local_dtype_auto_is_bfloat16_only_where_native_and_the_cache_names_what_ran(monkeypatch):
+    """bfloat16 on a CPU without AVX512-BF16/AMX is emulated (8x slower matrix products on AVX2):
+    auto takes float32 there, and the cache key names the dtype computed, so answers made in
+    bfloat16 on one machine are not served as float32 answers on another."""
+    import torch
+    from music_local import engine
+    from music_local.provider import LocalProvider
+
+    from music_core.config.schema import EndpointConfig
+
+    identities = {}
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        want = "bfloat16" if native else "float32"
+        assert engine.resolve_dtype("auto", "cpu") == want
+        assert engine.resolve_dtype("float16", "cpu") == "float16"  # asked for by name: as asked
+        prov = LocalProvider(EndpointConfig(provider="local", model="smollm2-135m", options={"device": "cpu"}))
+        identities[native] = prov.cache_identity()["options"]
+        assert identities[native]["dtype"] == want
+    assert identities[True] != identities[False]
+
+
 @pytest.mark.slow
 def test_offline_runs_write_identical_pairs_and_a_killed_run_resumes_to_them(tmp_path):
     """Two uninterrupted offline runs write byte-identical files; a run killed after its first

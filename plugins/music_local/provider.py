@@ -9,27 +9,29 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from music_core.config import options
 from music_core.config.schema import OptionError, option
 from music_core.llm.provider import ChatProvider
 from music_core.llm.types import Completion, ProviderCall
 
-from .engine import engine_for
+from .engine import DTYPES, engine_for, resolve_device, resolve_dtype
 
 
 @dataclass
 class LocalOptions:
     """``models.<name>.options`` of a ``local`` endpoint."""
 
-    dtype: str = option("bfloat16", "weights and compute: bfloat16, float32 or float16")
+    dtype: str = option("auto", "weights and compute: auto (bfloat16 where the hardware computes it natively, "
+                                "else float32), bfloat16, float32 or float16")
     device: str = option("auto", "cpu, cuda or auto")
     max_batch_size: int = option(32, "most requests in one generate call")
     linger_ms: float = option(20.0, "how long the worker waits for a batch to fill")
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("bfloat16", "float32", "float16"):
-            raise OptionError("dtype", f"is {self.dtype!r}; use bfloat16, float32 or float16")
+        if self.dtype not in DTYPES:
+            raise OptionError("dtype", f"is {self.dtype!r}; use {', '.join(DTYPES)}")
         if self.max_batch_size < 1:
             raise OptionError("max_batch_size", "must be at least 1")
 
@@ -54,6 +56,15 @@ class LocalProvider(ChatProvider):
             self._engine = engine_for(self.endpoint.model, dtype=opts.dtype, device=opts.device,
                                       max_batch_size=opts.max_batch_size, linger_ms=opts.linger_ms)
         return self._engine
+
+    def cache_identity(self) -> dict[str, Any]:
+        # "auto" computes in bfloat16 on one machine and float32 on another, and the answers
+        # differ: the cache must name what was computed, not what was asked for.
+        identity = super().cache_identity()
+        opts = options(LocalOptions, self.endpoint.options, "models.<local endpoint>.options")
+        device = resolve_device(opts.device)
+        identity["options"] = {**identity["options"], "dtype": resolve_dtype(opts.dtype, device), "device": device}
+        return identity
 
     async def generate(self, call: ProviderCall) -> list[Completion]:
         loop = asyncio.get_running_loop()
