@@ -7,8 +7,8 @@ which other requests shared its batch. Two things make that true on CPU:
   index and the seed (the Gumbel-max trick on the tempered, top-p-filtered distribution, then
   an argmax), never from torch's global generator.
 - **Numerics**: a row is always computed in the same shape. Its prompt is left-padded to a
-  bucket length that depends on its own length only (``bucket_length``: 64, 128, 256, 512,
-  768, 1024, 1536, ...), only rows of one bucket share a batch, and a batch never has a single
+  bucket length that depends on its own length only (``bucket_length``: 64, 96, 128, 192,
+  256, 384, 512, 768, ...), only rows of one bucket share a batch, and a batch never has a single
   row (a lone row, which takes another kernel path, runs beside a copy of itself). The matrix
   products are row-invariant in the batch size (checked), so a row's logits are bitwise equal
   whatever shares its batch. Measured on bf16 CPU: padding to the batch's longest prompt moves
@@ -31,11 +31,12 @@ from music_core.llm.types import Completion, ProviderCall, Usage
 
 
 def bucket_length(n: int) -> int:
-    """The padded length of an n-token prompt: a power of two up to 512, then steps of half a
-    power of two (few buckets, so batches stay full; at most a third of a row is padding)."""
+    """The padded length of an n-token prompt: powers of two and the halves between them (64,
+    96, 128, 192, ...), so at most a third of a row is padding. Prefill dominates on a CPU, and
+    with powers of two alone the offline simulators' ~300-token prompts were padded to 512."""
     power = 64
     while True:
-        for size in ((power,) if power < 512 else (power, power * 3 // 2)):
+        for size in (power, power * 3 // 2):
             if n <= size:
                 return size
         power *= 2
@@ -354,16 +355,29 @@ class _SeededSampler:
         import torch
 
         logits = scores.float() / self.temperature
-        if self.top_p is not None:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
-            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            drop = cum - sorted_logits.softmax(dim=-1) > self.top_p  # keep the first token past top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        logp = logits.log_softmax(dim=-1)
-        vocab = logits.shape[-1]
-        u = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(logits.device)
-        gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
-        return logp + gumbel
+        if self.top_p is None:
+            logp = logits.log_softmax(dim=-1)
+            vocab = logits.shape[-1]
+            u = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(logits.device)
+            return logp + _gumbel(u)
+        # Noise only for the tokens top-p keeps (tens to hundreds, not the 49k of the vocabulary:
+        # drawing for every token was a tenth of the offline engine's time), in the order of
+        # their logits, so a row's draws still depend on its own distribution and seed alone.
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+        probs = sorted_logits.softmax(dim=-1)
+        keep = (probs.cumsum(dim=-1) - probs) <= self.top_p  # keep the first token past top_p
+        logp_sorted = sorted_logits.masked_fill(~keep, float("-inf")).log_softmax(dim=-1)
+        out = torch.full_like(logits, float("-inf"))
+        for row, (g, k) in enumerate(zip(self.generators, keep.sum(dim=-1).tolist())):
+            noise = _gumbel(torch.rand(k, generator=g).to(logits.device))
+            out[row].scatter_(0, order[row, :k], logp_sorted[row, :k] + noise)
+        return out
+
+
+def _gumbel(u: Any) -> Any:
+    import torch
+
+    return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
 
 
 class _RowLimits:
