@@ -40,6 +40,8 @@ def bucket_length(n: int) -> int:
             if n <= size:
                 return size
         power *= 2
+
+
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
@@ -123,8 +125,7 @@ class LocalEngine:
 
         quiet_transformers()
         path = resolve_model(self.model_name)
-        device = resolve_device(self.device_name)
-        self.dtype_name = resolve_dtype(self.dtype_name, device)
+        device = self.device_name  # engine_for resolved "auto" for both, before the engine's key
         dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}.get(self.dtype_name)
         if dtype is None:
             raise MusicError(f"local provider: unknown dtype {self.dtype_name!r} ({', '.join(DTYPES)})")

@@ -50,9 +50,12 @@ class LocalProvider(ChatProvider):
         super().__init__(endpoint)
         self._engine = None
 
+    def local_options(self) -> LocalOptions:
+        return options(LocalOptions, self.endpoint.options, "models.<local endpoint>.options")
+
     def engine(self):
         if self._engine is None:
-            opts = options(LocalOptions, self.endpoint.options, "models.<local endpoint>.options")
+            opts = self.local_options()
             self._engine = engine_for(self.endpoint.model, dtype=opts.dtype, device=opts.device,
                                       max_batch_size=opts.max_batch_size, linger_ms=opts.linger_ms)
         return self._engine
@@ -61,7 +64,7 @@ class LocalProvider(ChatProvider):
         # "auto" computes in bfloat16 on one machine and float32 on another, and the answers
         # differ: the cache must name what was computed, not what was asked for.
         identity = super().cache_identity()
-        opts = options(LocalOptions, self.endpoint.options, "models.<local endpoint>.options")
+        opts = self.local_options()
         device = resolve_device(opts.device)
         identity["options"] = {**identity["options"], "dtype": resolve_dtype(opts.dtype, device), "device": device}
         return identity
