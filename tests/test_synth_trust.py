@@ -667,6 +667,40 @@ def test_local_sample_depends_on_request_index_and_seed_not_on_its_batch(plugins
     assert alone == crowded and alone != other_seed
 
 
+@pytest.mark.slow
+def test_local_rows_decode_bitwise_alike_alone_and_merged_with_other_buckets(plugins):
+    """The engine decodes rows of different prompt buckets in one batch, their caches left-padded
+    to the longest: a row's log-probabilities at every step are the same floats alone (one row,
+    copies filling its batch) and beside longer and shorter prompts."""
+    import asyncio
+
+    from music_local.provider import LocalProvider
+
+    from music_core.config.schema import EndpointConfig
+    from music_core.llm.types import ProviderCall, SamplingParams
+
+    prov = LocalProvider(EndpointConfig(provider="local", model="smollm2-135m"))
+    params = SamplingParams(temperature=0.0, max_tokens=12, top_logprobs=3)
+
+    def call(text):
+        return ProviderCall(({"role": "user", "content": text},), params, (0,))
+
+    me = call("Name three birds.")
+    others = [call("Hi!"), call("Explain, step by step and in detail, how a bill becomes law " * 12),
+              call("Write a haiku about autumn leaves falling on a quiet river at dusk.")]
+
+    async def go():
+        alone = (await prov.generate(me))[0]
+        crowded = await asyncio.gather(prov.generate(others[0]), prov.generate(me),
+                                       *(prov.generate(o) for o in others[1:]))
+        return alone, crowded[1][0]
+
+    alone, crowded = asyncio.run(go())
+    engine = prov.engine()
+    assert engine.batches >= 2 and engine.rows >= 5
+    assert alone.text == crowded.text and alone.top_logprobs == crowded.top_logprobs
+
+
 def test_local_dtype_auto_is_bfloat16_only_where_native_and_the_cache_names_what_ran(monkeypatch):
     """bfloat16 on a CPU without AVX512-BF16/AMX is emulated (8x slower matrix products on AVX2):
     auto takes float32 there, and the cache key names the dtype computed, so answers made in

@@ -1,24 +1,30 @@
 """One generation engine per (model, dtype, device): a queue, a worker thread, a model.
 
 Reproducible by construction: a sample depends only on (request, sample index, seed), never on
-which other requests shared its batch. Two things make that true on CPU:
+which other requests shared its batch. Three things make that true on CPU:
 
 - **Sampling** draws from a generator of the row's own, seeded from the request, the sample
   index and the seed (the Gumbel-max trick on the tempered, top-p-filtered distribution, then
   an argmax), never from torch's global generator.
-- **Numerics**: a row is always computed in the same shape. Its prompt is left-padded to a
-  bucket length that depends on its own length only (``bucket_length``: 64, 96, 128, 192,
-  256, 384, 512, 768, ...), only rows of one bucket share a batch, and a batch never has a single
-  row (a lone row, which takes another kernel path, runs beside a copy of itself). The matrix
-  products are row-invariant in the batch size (checked), so a row's logits are bitwise equal
-  whatever shares its batch. Measured on bf16 CPU: padding to the batch's longest prompt moves
-  a row's logits by up to 0.4 and its text drifts; padding to a multiple of 64 still differs
-  once the batch reaches 512 tokens (the kernels' blocking changes with the length).
+- **Numerics**: a row's prompt is computed in a shape of its own. It is left-padded to a bucket
+  length that depends on its own length only (``bucket_length``: 64, 96, 128, 192, 256, 384,
+  512, 768, ...), only rows of one bucket are prefilled together, and never fewer than
+  ``MIN_ROWS`` (copies fill the batch: below 4 rows the CPU kernels take other paths). The matrix
+  products are row-invariant from 4 rows up, so a row's prompt logits are bitwise equal whatever
+  shares its batch.
+- **Decoding** is where a small model on a CPU spends its time (each step reads every weight
+  once, ~0.1 s for 135M float32 parameters on two cores, for one row or 32), so all rows of a
+  batch decode together, whatever their buckets: the buckets' caches are left-padded to the
+  longest. Masked positions add exact zeros to attention, so a row's logits stay bitwise equal
+  (``test_local_rows_decode_bitwise_alike_alone_and_merged_with_other_buckets``). Before, each
+  bucket decoded on its own and a synthesis wave of four buckets paid four times the steps.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import queue
 import threading
 import time
@@ -91,7 +97,7 @@ class _Job:
     future: Any
     loop: Any
     text: str | None = None  # the prompt after the chat template
-    bucket: int = 0          # its padded length; only jobs of one bucket share a batch
+    bucket: int = 0          # its padded length: the rows of one bucket are prefilled together
     error: Exception | None = None
 
 
@@ -108,6 +114,7 @@ class LocalEngine:
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self.model: Any = None
+        self.cache_argument = "past_key_values"
         self.tokenizer: Any = None
         self.batches = 0  # for tests and benchmarks
         self.rows = 0
@@ -140,6 +147,8 @@ class LocalEngine:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         self.tokenizer, self.model, self.device = tok, model, device
+        # transformers 5.x renamed past_key_values to cache (the old name warns, then goes)
+        self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         eos = {tok.eos_token_id}
         if model.generation_config.eos_token_id is not None:
             gen_eos = model.generation_config.eos_token_id
@@ -197,17 +206,14 @@ class LocalEngine:
         for job in self._pending:
             if job.text is None:
                 self._prepare(job)
-        # Same sampling settings and the same padded length share a batch (see the module
-        # docstring). When more is waiting than fits, take the oldest jobs first.
+        # Same sampling settings share a batch, whatever the prompts' lengths (each bucket is
+        # prefilled on its own, see the module docstring); when more waits than fits, the
+        # oldest go first.
         key = self._group_key(self._pending[0])
-        same = [j for j in self._pending if self._group_key(j) == key]
-        if sum(j.call.n for j in same) > self.max_batch_size:
-            anchor = self._size(same[0])
-            same.sort(key=lambda j: abs(self._size(j) - anchor))
         batch: list[_Job] = []
         rows = 0
-        for job in same:
-            if rows + job.call.n <= self.max_batch_size or not batch:
+        for job in self._pending:
+            if self._group_key(job) == key and (rows + job.call.n <= self.max_batch_size or not batch):
                 batch.append(job)
                 rows += job.call.n
         chosen = {id(j) for j in batch}
@@ -228,15 +234,11 @@ class LocalEngine:
         job.bucket = bucket_length(len(self.tokenizer(job.text, add_special_tokens=False)["input_ids"]))
 
     @staticmethod
-    def _size(job: _Job) -> int:
-        return sum(len(m["content"]) for m in job.call.messages)
-
-    @staticmethod
     def _group_key(job: _Job) -> tuple:
         # max_tokens and stop strings differ per row (see _RowLimits); sampling must not.
         # Rows that want log-probabilities batch apart: their logits are kept for every step.
         p = job.call.params
-        return (p.temperature, p.top_p, p.top_logprobs, job.bucket, id(job) if job.error is not None else 0)
+        return (p.temperature, p.top_p, p.top_logprobs, id(job) if job.error is not None else 0)
 
     @staticmethod
     def _resolve(job: _Job, comps: list[Completion] | None = None, exc: BaseException | None = None) -> None:
@@ -252,83 +254,224 @@ class LocalEngine:
 
     def _generate(self, batch: list[_Job]) -> list[list[Completion]]:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        tok, model = self.tokenizer, self.model
+        tok = self.tokenizer
         for job in batch:
             if job.error is not None:
                 raise job.error
-        prompts, owners, row_seeds = [], [], []
-        for j, job in enumerate(batch):
-            for k in range(job.call.n):
-                prompts.append(job.text)
-                owners.append(j)
-                row_seeds.append(_row_seed(job.call, k))
-        real_rows = len(prompts)
-        if real_rows == 1:  # a batch of one takes another kernel path: run it beside a copy
-            prompts.append(prompts[0])
-            owners.append(owners[0])
-            row_seeds.append(row_seeds[0])
-        # The template already holds the special tokens: adding them again would double BOS.
-        enc = tok(prompts, return_tensors="pt", padding="max_length", max_length=batch[0].bucket,
-                  add_special_tokens=False).to(self.device)
-        p = batch[0].call.params
-        row_params = [batch[j].call.params for j in owners]
-        limits = _RowLimits(enc["input_ids"].shape[1], [rp.max_tokens for rp in row_params],
-                            [rp.stop for rp in row_params], tok)
-        kwargs: dict[str, Any] = {"max_new_tokens": max(rp.max_tokens for rp in row_params),
-                                  "pad_token_id": tok.pad_token_id, "eos_token_id": self.eos_ids,
-                                  "stopping_criteria": StoppingCriteriaList([limits]),
-                                  "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if p.temperature > 0:  # sampled by the rows' own generators, then an argmax
-            kwargs["logits_processor"] = LogitsProcessorList([_SeededSampler(p.temperature, p.top_p, row_seeds)])
-        want_logprobs = p.top_logprobs or 0
-        if want_logprobs:  # the model's own distribution at each step, before the sampler's noise
-            kwargs.update(output_logits=True, return_dict_in_generate=True)
+        rows = [_Row(j, job, k, _row_seed(job.call, k)) for j, job in enumerate(batch) for k in range(job.call.n)]
+        by_bucket: dict[int, list[_Row]] = {}
+        for row in rows:
+            by_bucket.setdefault(row.job.bucket, []).append(row)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
+            prefilled = [self._prefill(group) for _, group in sorted(by_bucket.items())]
+            if all(_plain_cache(p.cache) for p in prefilled):
+                decoded = self._decode(_merged(prefilled, max(j.call.params.max_tokens for j in batch)))
+            else:  # a cache we cannot pad (sliding windows, hybrid layers): one decode per bucket
+                decoded = [r for p in prefilled for r in self._decode(p)]
         self.generate_seconds += time.perf_counter() - t0
-        step_logits = out.logits if want_logprobs else None
-        out = out.sequences if want_logprobs else out
-        new = out[:, enc["input_ids"].shape[1]:]
         self.batches += 1
-        self.rows += real_rows
-        new = new[:real_rows]
+        self.rows += len(rows)
         results: list[list[Completion]] = [[] for _ in batch]
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()[:real_rows]
-        self.prompt_tokens += int(sum(prompt_lens))
-        self.padded_prompt_tokens += int(enc["input_ids"].numel())
-        eos = torch.tensor(self.eos_ids, device=new.device)
-        for row, j in enumerate(owners[:real_rows]):
-            ids = new[row][: row_params[row].max_tokens]
+        eos = torch.tensor(self.eos_ids)
+        for row, ids, step_logits in sorted(decoded, key=lambda d: (d[0].owner, d[0].index)):
+            rp = row.job.call.params
+            ids = ids[: rp.max_tokens]
             is_eos = torch.isin(ids, eos)
             hit = bool(is_eos.any())
             n_gen = int(is_eos.nonzero()[0, 0]) if hit else int(ids.numel())
             text = tok.decode(ids[:n_gen], skip_special_tokens=True)
             finish = "stop" if hit else "length"
-            for s in row_params[row].stop:
+            for s in rp.stop:
                 cut = text.find(s)
                 if cut >= 0:
                     text, finish = text[:cut], "stop"
             self.generated_tokens += n_gen
-            first_of_job = not results[j]
-            top = self._top_logprobs(step_logits, row, max(1, n_gen), want_logprobs) if want_logprobs else None
-            results[j].append(Completion(text.strip(), finish,
-                                         Usage(int(prompt_lens[row]) if first_of_job else 0, n_gen), top_logprobs=top))
+            first_of_job = not results[row.owner]
+            top = (self._top_logprobs(step_logits, max(1, n_gen), rp.top_logprobs)
+                   if rp.top_logprobs else None)
+            results[row.owner].append(Completion(text.strip(), finish,
+                                                 Usage(row.prompt_tokens if first_of_job else 0, n_gen),
+                                                 top_logprobs=top))
         return results
 
-    def _top_logprobs(self, step_logits: Any, row: int, steps: int, k: int) -> list[dict[str, float]]:
+    def _prefill(self, group: list[_Row]) -> _Prefilled:
+        """One forward over the rows of one bucket, each left-padded to the bucket length, in a
+        batch of at least MIN_ROWS (copies fill it): the shape a row is computed in depends on
+        its own prompt only."""
+
+        texts = [r.job.text for r in group]
+        texts += [texts[0]] * max(0, MIN_ROWS - len(texts))
+        # The template already holds the special tokens: adding them again would double BOS.
+        enc = self.tokenizer(texts, return_tensors="pt", padding="max_length", max_length=group[0].job.bucket,
+                             add_special_tokens=False).to(self.device)
+        mask = enc["attention_mask"]
+        lens = mask.sum(dim=1).tolist()
+        for row, n in zip(group, lens):
+            row.prompt_tokens = int(n)
+        self.prompt_tokens += int(sum(lens[: len(group)]))
+        self.padded_prompt_tokens += int(enc["input_ids"].numel())
+        out = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=_positions(mask),
+                         use_cache=True, logits_to_keep=1)
+        return _Prefilled(group, out.logits[:, -1, :], _cache_of(out), mask)
+
+    def _decode(self, pre: _Prefilled) -> list[tuple[_Row, Any, Any]]:
+        """Sample every row to its limit in one loop; a row that is done gets pad tokens until the
+        whole batch is. Returns each real row's generated ids (and raw logits per step when its
+        request asked for log-probabilities)."""
+        import torch
+
+        rows = pre.rows
+        params = rows[0].job.call.params  # one sampling setting per batch (_group_key)
+        rp = [r.job.call.params for r in rows]
+        pad = [rows[0]] * (pre.logits.shape[0] - len(rows))  # copies keep the batch's shape
+        max_new = max(p.max_tokens for p in rp)
+        limits = _RowLimits(0, [p.max_tokens for p in rp] + [max_new] * len(pad),
+                            [p.stop for p in rp] + [()] * len(pad), self.tokenizer)
+        sampler = (_SeededSampler(params.temperature, params.top_p, [r.seed for r in rows + pad])
+                   if params.temperature > 0 else None)
+        keep_logits = bool(params.top_logprobs)
+        eos = torch.tensor(self.eos_ids, device=pre.logits.device)
+        pad_id = self.tokenizer.pad_token_id
+        logits, cache, mask = pre.logits, pre.cache, pre.mask
+        generated = torch.empty((logits.shape[0], 0), dtype=torch.long, device=logits.device)
+        unfinished = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+        steps: list[Any] = []
+        for _ in range(max_new):
+            if keep_logits:
+                steps.append(logits.float())
+            scores = sampler(generated, logits) if sampler is not None else logits
+            nxt = torch.where(unfinished, scores.argmax(dim=-1), torch.full_like(unfinished, pad_id, dtype=torch.long))
+            generated = torch.cat([generated, nxt[:, None]], dim=1)
+            unfinished &= ~torch.isin(nxt, eos) & ~limits(generated, None)
+            if not bool(unfinished.any()):
+                break
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=mask.sum(dim=1, keepdim=True) - 1,
+                             use_cache=True, **{self.cache_argument: cache})
+            logits, cache = out.logits[:, -1, :], _cache_of(out)
+        return [(row, generated[i].cpu(), [s[i] for s in steps] if keep_logits else None)
+                for i, row in enumerate(rows)]
+
+    def _top_logprobs(self, step_logits: Any, steps: int, k: int) -> list[dict[str, float]]:
         """The k likeliest tokens (decoded text) and their log-probabilities at each generated step."""
         out = []
         for logits in step_logits[:steps]:
-            logp = logits[row].float().log_softmax(-1)
+            logp = logits.float().log_softmax(-1)
             values, ids = logp.topk(min(k, logp.shape[-1]))
             alts: dict[str, float] = {}
             for tid, lp in zip(ids.tolist(), values.tolist()):
                 alts.setdefault(self.tokenizer.decode([tid]), lp)
             out.append(alts)
         return out
+
+
+MIN_ROWS = 4  # below 4 rows the CPU kernels take other paths and a row's logits move (by ~3e-5 in float32)
+
+
+@dataclass
+class _Row:
+    owner: int  # the job's index in its batch
+    job: _Job
+    index: int  # the sample index within the job
+    seed: int
+    prompt_tokens: int = 0
+
+
+@dataclass
+class _Prefilled:
+    rows: list[_Row]  # the real rows; logits, cache and mask may hold copies after them
+    logits: Any       # the last prompt position's logits, one row each
+    cache: Any
+    mask: Any
+
+
+def _positions(mask: Any) -> Any:
+    positions = mask.long().cumsum(-1) - 1
+    return positions.masked_fill(mask == 0, 1)  # as transformers' generate does for left padding
+
+
+def _cache_of(out: Any) -> Any:
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def _plain_cache(cache: Any) -> bool:
+    """A cache of full-attention layers only, whose keys and values can be left-padded."""
+    return type(cache).__name__ == "DynamicCache" and all(type(layer).__name__ == "DynamicLayer"
+                                                          for layer in getattr(cache, "layers", [None]))
+
+
+def _merged(parts: list[_Prefilled], room: int) -> _Prefilled:
+    """The prefilled buckets as one decode batch: each bucket's keys, values and mask left-padded
+    to the longest, its copies dropped, and copies of the first row added back up to MIN_ROWS,
+    with ``room`` positions reserved for the tokens to come.
+    Masked positions add exact zeros to attention, so a row decodes the same whatever its padding
+    (checked in tests/test_synth_trust.py)."""
+    import torch
+    from transformers import DynamicCache
+
+    width = max(p.mask.shape[1] for p in parts)
+    rows = [r for p in parts for r in p.rows]
+    fill = max(0, MIN_ROWS - len(rows))
+
+    def stack(tensors: list[Any], dim_len: int) -> Any:
+        padded = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - dim_len - 1) + (width - t.shape[dim_len], 0))
+                  for t in tensors]
+        out = torch.cat(padded)
+        return torch.cat([out, out[:1].expand(fill, *out.shape[1:])]) if fill else out
+
+    cache = DynamicCache()
+    cache.layers = [_reserved_layer(stack([p.cache.layers[i].keys[: len(p.rows)] for p in parts], 2),
+                                    stack([p.cache.layers[i].values[: len(p.rows)] for p in parts], 2), room)
+                    for i in range(len(parts[0].cache.layers))]
+    mask = stack([p.mask[: len(p.rows)] for p in parts], 1)
+    logits = torch.cat([p.logits[: len(p.rows)] for p in parts])
+    if fill:
+        logits = torch.cat([logits, logits[:1].expand(fill, -1)])
+    return _Prefilled(rows, logits, cache, mask)
+
+
+def _reserved_layer(keys: Any, values: Any, room: int) -> Any:
+    return _reserved_layer_class()(keys, values, room)
+
+
+@functools.cache  # transformers is imported when the engine loads its model, not with this module
+def _reserved_layer_class() -> type:
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """A full-attention cache layer with ``room`` positions reserved: each decoding step
+        writes its key and value in place, and attention reads the filled part as a view.
+        transformers' DynamicLayer concatenates, copying the whole cache at every step: for 32
+        rows of 600 positions that is ~0.9 GB a step on a 135M model, more than reading the
+        weights."""
+
+        def __init__(self, keys: Any, values: Any, room: int) -> None:
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._keys = keys.new_zeros((b, h, n + room, d))
+            self._values = values.new_zeros((b, h, n + room, d))
+            self._keys[:, :, :n] = keys
+            self._values[:, :, :n] = values
+            self._filled = n
+            self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
+            self.device, self.is_initialized = keys.device, True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            end = self._filled + key_states.shape[-2]
+            if end > self._keys.shape[-2]:  # past the reservation: grow as transformers does
+                self._keys = torch.cat([self._keys[:, :, : self._filled], key_states], dim=-2)
+                self._values = torch.cat([self._values[:, :, : self._filled], value_states], dim=-2)
+            else:
+                self._keys[:, :, self._filled:end] = key_states
+                self._values[:, :, self._filled:end] = value_states
+            self._filled = end
+            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+            return self.keys, self.values
+
+    return ReservedLayer
 
 
 def _row_seed(call: ProviderCall, k: int) -> int:

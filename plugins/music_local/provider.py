@@ -1,6 +1,6 @@
 """The ``local`` chat provider. Requests from many concurrent coroutines meet in one queue per
-model; a worker thread batches them into padded ``generate`` calls, which is what makes a
-135M model on two cores useful (~20 tok/s alone, ~250 tok/s at batch 32).
+model; a worker thread batches them (prefilled per prompt-length bucket, decoded together),
+which is what makes a 135M model on two cores useful (~20 tok/s alone, ~250 tok/s at batch 32).
 
 Endpoint ``model``: ``smollm2-135m`` (default), a local HF folder or a ``.gguf`` file.
 Options: :class:`LocalOptions`."""
@@ -26,7 +26,7 @@ class LocalOptions:
     dtype: str = option("auto", "weights and compute: auto (bfloat16 where the hardware computes it natively, "
                                 "else float32), bfloat16, float32 or float16")
     device: str = option("auto", "cpu, cuda or auto")
-    max_batch_size: int = option(32, "most requests in one generate call")
+    max_batch_size: int = option(32, "most rows (samples) decoded together")
     linger_ms: float = option(20.0, "how long the worker waits for a batch to fill")
 
     def __post_init__(self) -> None:
