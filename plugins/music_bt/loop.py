@@ -31,12 +31,22 @@ def pair_loss(rewards: Any, margins: Any, center_coef: float | None) -> tuple[An
     return loss, r_c, r_r
 
 
+def micro_batch_overhead_tokens(device: Any) -> int:
+    """What one more padded micro-batch costs, counted in tokens. A CPU computes every token,
+    padding included, at one rate, so padding is the waste to cut and a micro-batch's fixed cost
+    is small; a GPU computes a few thousand tokens in about the time of one, so there a few
+    wide micro-batches beat many narrow ones."""
+    return 64 if getattr(device, "type", str(device)) == "cpu" else 4096
+
+
 class Batcher:
-    def __init__(self, examples: list[PairExample], cfg: TrainConfig, pack: bool, pad_id: int):
+    def __init__(self, examples: list[PairExample], cfg: TrainConfig, pack: bool, pad_id: int, device: Any = "cpu"):
         self.examples, self.cfg, self.pack, self.pad_id = examples, cfg, pack, pad_id
+        self.overhead_tokens = micro_batch_overhead_tokens(device)
 
     def micro_batches(self, pairs: list[PairExample]) -> list[Any]:
-        groups = group_by_tokens(pairs, self.cfg.tokens_per_micro_batch, padded=not self.pack)
+        groups = group_by_tokens(pairs, self.cfg.tokens_per_micro_batch, padded=not self.pack,
+                                 overhead_tokens=self.overhead_tokens)
         row = self.cfg.tokens_per_micro_batch if self.cfg.fixed_row_shape else 0
         return [packed(g, row, self.pad_id) if self.pack else padded(g, self.pad_id) for g in groups]
 
@@ -122,7 +132,7 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
     if trackers:
         acc.init_trackers(cfg.tracker_project, config={k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))},
                           init_kwargs=tracker_kwargs(cfg, trackers, out_dir))
-    batcher = Batcher(train, cfg, pack, pad_id)
+    batcher = Batcher(train, cfg, pack, pad_id, acc.device)
     log_path = out_dir / "train_log.jsonl"
     start, recent = checkpoint.resume(acc, out_dir, log_path, fingerprint)  # recent: the unlogged window
     task = progress.Task("train", total=steps, unit="steps", completed=start)
@@ -206,13 +216,13 @@ def train_loop(*, cfg: TrainConfig, net: Any, train: list[PairExample], held_out
             progress.log(f"step {step + 1}/{steps}  loss {agg['loss']:.4f}  acc {agg['accuracy']:.3f}  "
                          f"margin {agg['margin']:.3f}  {agg['tokens_per_s']:.0f} tok/s")
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
-            ev = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
+            ev = evaluate(net, Batcher(held_out, cfg, pack, pad_id, acc.device), held_out, device)
             if acc.is_main_process and ev:
                 _append(log_path, {"step": step + 1, **ev})
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
             checkpoint.save(acc, out_dir, step + 1, fingerprint, recent)
     task.close()
-    final_eval = evaluate(net, Batcher(held_out, cfg, pack, pad_id), held_out, device)
+    final_eval = evaluate(net, Batcher(held_out, cfg, pack, pad_id, acc.device), held_out, device)
     strategy = "fsdp2 (torch fully_shard, gloo)" if own_fsdp else acc.distributed_type.name.lower()
     metrics = {"steps": steps, "resumed_from_step": start, "train_pairs": len(train),
                "distributed": f"{strategy}, {world} process{'es' if world > 1 else ''}",
