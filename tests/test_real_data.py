@@ -184,7 +184,7 @@ def test_seed_and_mix_readers_count_and_list_what_they_skip(tmp_path, plugins):
 
     data = mixed_file(tmp_path, n_good=80)
     cfg = load_config(None, [f"run.output_dir={tmp_path / 'run'}", "run.progress=false", "seeds.source=trl",
-                             f"seeds.path={data}", "mix.original.source=trl", f"mix.original.path={data}"])
+                             f"seeds.path={data}", "seeds.limit=16", "mix.original.source=trl", f"mix.original.path={data}"])
     ctx = RunContext(cfg, plugins.registry)
     read: dict = {}
     seeds = load_seeds(ctx, read)

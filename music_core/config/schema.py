@@ -151,7 +151,7 @@ class RecordsConfig:
 
 @dataclass
 class SeedsConfig(DataSourceConfig):
-    limit: int | None = _f(16, "seeds to roll out (after a seeded shuffle); null for all")
+    limit: int | None = _f(8, "seeds to roll out (after a seeded shuffle); null for all")
     min_context_turns: int = _f(0, "fewest earlier exchanges kept before the first simulated user turn")
     max_context_turns: int = _f(3, "most earlier exchanges kept (cut at a random turn boundary)")
     seed: int = _f(0, "seed of the shuffle and of the cut points")
@@ -198,7 +198,7 @@ class AuditConfig:
     turn_judge: str | None = _f("last-turn", "registered judge of each contrasted turn (the last answer of each "
                                               "branch given its own history); null: whole conversations only")
     turn_judge_options: dict[str, Any] = component_options("judge", "turn_judge", "options of the per-turn judge")
-    calibration_pairs: int = _f(32, "known-answer pairs to calibrate the auditor on (a seeded sample of "
+    calibration_pairs: int = _f(16, "known-answer pairs to calibrate the auditor on (a seeded sample of "
                                     "audit.known_pairs, or of the mix's original data); 0: no calibration")
     known_pairs: str | None = _f(None, "a preference file whose chosen side is known better, for calibration "
                                        "(default: mix.original, as the mix reads it; with audit.pairs set: none)")

@@ -12,7 +12,7 @@ from music_core.config.schema import option as _f
 @dataclass
 class PromptSetConfig(DataSourceConfig):
     source: str = _f("builtin-prompts", "registered seed source of Best-of-N prompts")
-    limit: int | None = _f(12, "prompts per set")
+    limit: int | None = _f(8, "prompts per set")
 
 
 @dataclass
