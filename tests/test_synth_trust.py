@@ -669,9 +669,10 @@ def test_local_sample_depends_on_request_index_and_seed_not_on_its_batch(plugins
 
 @pytest.mark.slow
 def test_local_rows_decode_bitwise_alike_alone_and_merged_with_other_buckets(plugins):
-    """The engine decodes rows of different prompt buckets in one batch, their caches left-padded
-    to the longest: a row's log-probabilities at every step are the same floats alone (one row,
-    copies filling its batch) and beside longer and shorter prompts."""
+    """The engine decodes rows of different prompt buckets and sampling settings in one running
+    batch, their caches left-padded to the widest: a row's log-probabilities at every step are
+    the same floats alone (fillers completing its batch), beside longer and shorter prompts, and
+    joining a batch that is halfway through another answer."""
     import asyncio
 
     from music_local.provider import LocalProvider
@@ -695,10 +696,22 @@ def test_local_rows_decode_bitwise_alike_alone_and_merged_with_other_buckets(plu
                                        *(prov.generate(o) for o in others[1:]))
         return alone, crowded[1][0]
 
+    async def joining():  # a long answer is being decoded when this request arrives
+        counting = ProviderCall(({"role": "user", "content": "Count from 1 to 100, separated by commas."},),
+                                SamplingParams(temperature=0.8, max_tokens=80, seed=3), (0,))
+        running = asyncio.ensure_future(prov.generate(counting))
+        await asyncio.sleep(2.0)
+        assert not running.done()
+        mine = (await prov.generate(me))[0]
+        await running
+        return mine
+
     alone, crowded = asyncio.run(go())
     engine = prov.engine()
     assert engine.batches >= 2 and engine.rows >= 5
     assert alone.text == crowded.text and alone.top_logprobs == crowded.top_logprobs
+    joined = asyncio.run(joining())
+    assert alone.text == joined.text and alone.top_logprobs == joined.top_logprobs
 
 
 def test_local_dtype_auto_is_bfloat16_only_where_native_and_the_cache_names_what_ran(monkeypatch):
