@@ -352,7 +352,7 @@ class LocalEngine:
 
     def _completion(self, row: Row) -> Completion:
         p = row.params
-        ids = [t for t in row.tokens[: p.max_tokens]]
+        ids = row.tokens[: p.max_tokens]
         n_gen = next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
         finish = "stop" if n_gen < len(ids) else "length"
         text = self.tokenizer.decode(ids[:n_gen], skip_special_tokens=True)
